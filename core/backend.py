@@ -1,0 +1,103 @@
+"""Array backend: numpy + the njit kernel on the CPU, or CuPy + the numba.cuda kernel on a GPU.
+
+The engine's code path is the same for both; only the `Backend` object handed down differs
+(the dask-cuda idea: GPU-ness is configuration). GPU packages are imported lazily, so nothing
+breaks when they are absent. ``GPU_BACKTEST_BACKEND`` = auto | cpu | cuda.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import Settings
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backend:
+    """What the engine computes with: ``xp`` array module, kernel launcher, chunk memory budget."""
+
+    name: str  # "cpu" or "cuda"
+    xp: Any
+    memory_budget: int  # bytes one chunk of columns may use
+    device: int | None = None
+    reason: str = ""
+    simulated: bool = False  # CUDA kernel under NUMBA_ENABLE_CUDASIM (numpy arrays)
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Move a host array to the backend."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """Move a backend array to the host."""
+        if self.xp is np:
+            return np.asarray(a)
+        return self.xp.asnumpy(a)
+
+    def simulate(self, *args: Any) -> Any:
+        """Run the simulation kernel over all columns (arguments as `cpu.simulate`)."""
+        if self.name == "cpu":
+            from .simulate import cpu
+
+            return cpu.simulate(*args)
+        from .simulate import cuda
+
+        return cuda.simulate(self.xp, *args)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on the CPU)."""
+        if self.name == "cuda" and not self.simulated:
+            self.xp.cuda.get_current_device().synchronize()
+
+
+def cpu_backend(settings: Settings | None = None, reason: str = "") -> Backend:
+    """The CPU backend with the chunk budget from GPU_BACKTEST_CPU_MEMORY_LIMIT."""
+    budget = (settings or Settings()).cpu_memory_limit
+    return Backend("cpu", np, budget, None, reason or "CPU backend selected")
+
+
+def cuda_backend(settings: Settings) -> Backend:
+    """The CUDA backend on GPU_DEVICE; raises RuntimeError with the reason when unavailable."""
+    import os
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        # The CUDA kernel on the numba simulator: numpy arrays, small budget to force chunking paths.
+        return Backend("cuda", np, settings.cpu_memory_limit, settings.gpu_device,
+                       "NUMBA_ENABLE_CUDASIM=1: CUDA kernel on the simulator", simulated=True)
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or CUDA libraries missing
+        raise RuntimeError(f"CuPy is not importable ({type(exc).__name__}: {exc})") from None
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise RuntimeError(f"no CUDA device visible ({exc})") from None
+    if n == 0:
+        raise RuntimeError("no CUDA device visible")
+    if settings.gpu_device >= n:
+        raise RuntimeError(f"GPU_DEVICE={settings.gpu_device} but only {n} device(s) visible")
+    cupy.cuda.Device(settings.gpu_device).use()
+    free, total = cupy.cuda.runtime.memGetInfo()
+    budget = int(min(free, total * settings.gpu_memory_limit))
+    return Backend("cuda", cupy, budget, settings.gpu_device, f"CUDA device {settings.gpu_device}")
+
+
+def select_backend(settings: Settings | None = None, name: str | None = None) -> Backend:
+    """auto: CUDA when CuPy sees a device, else CPU with the reason logged; or as named."""
+    settings = settings or Settings.from_env()
+    choice = name or settings.backend
+    if choice == "cpu":
+        return cpu_backend(settings)
+    try:
+        return cuda_backend(settings)
+    except RuntimeError as exc:
+        if choice == "cuda":
+            raise ConfigError(f"GPU_BACKTEST_BACKEND=cuda but {exc}", {"variable": "GPU_BACKTEST_BACKEND"}) from None
+        log.info("using the CPU backend: %s", exc)
+        return cpu_backend(settings, reason=str(exc))

@@ -1,0 +1,161 @@
+"""Settings: every environment variable gpu_backtest reads, its default and its validation.
+
+`Settings.from_env()` is the one place the environment is read. An invalid value raises
+`ConfigError` naming the variable, so the server and the command fail at start-up, not later.
+The variables of the original seed keep the seed's names and defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+
+
+def _bool(name: str, raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}", {"variable": name})
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            v = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}", {"variable": name}) from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ConfigError(f"{name} must be between {lo} and {hi}, got {v}", {"variable": name})
+        return v
+
+    return parse
+
+
+def _fraction(name: str, raw: str) -> float:
+    try:
+        v = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}", {"variable": name}) from None
+    if not 0.0 < v <= 1.0:
+        raise ConfigError(f"{name} must be a fraction in (0, 1], got {v}", {"variable": name})
+    return v
+
+
+def parse_bytes(name: str, raw: str) -> int:
+    """Parse ``512MiB``, ``2GB``, ``1048576`` into bytes; ConfigError naming ``name`` otherwise."""
+    m = _SIZE_RE.match(raw)
+    if not m:
+        raise ConfigError(f"{name} must be a size such as 512MiB or 2GB, got {raw!r}", {"variable": name})
+    unit = (m.group(2) or "").upper().rstrip("B")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}", {"variable": name})
+    return value
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+def _opt_str(name: str, raw: str) -> str | None:
+    return raw or None
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        v = raw.strip().lower()
+        if v not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}", {"variable": name})
+        return v
+
+    return parse
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "gpu_backtest")
+
+
+def _env(var: str, parse: Callable[[str, str], Any], default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": var, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. Field metadata names each field's environment variable."""
+
+    # --- the seed's variables (names and defaults kept) ---
+    host: str = _env("GPU_SERVER_HOST", _str, "0.0.0.0", "address the server binds")
+    port: int = _env("GPU_SERVER_PORT", _int(1, 65535), 5050, "port the server listens on")
+    debug: bool = _env("GPU_SERVER_DEBUG", _bool, True, "more logging (never tracebacks to clients)")
+    database_url: str | None = _env(
+        "DATABASE_URL", _opt_str, None, "SQLAlchemy URL; unset: SQLite file in the data directory"
+    )
+    gpu_device: int = _env("GPU_DEVICE", _int(0, 1024), 0, "CUDA device id")
+    max_concurrent_jobs: int = _env("MAX_CONCURRENT_JOBS", _int(1, 10_000), 10, "jobs running at once")
+    gpu_memory_limit: float = _env(
+        "GPU_MEMORY_LIMIT", _fraction, 0.9, "fraction of device memory the engine plans against"
+    )
+    tiingo_api_key: str | None = _env("TIINGO_API_KEY", _opt_str, None, "Tiingo API token")
+    api_key_required: bool = _env("API_KEY_REQUIRED", _bool, False, "require X-API-Key on every endpoint")
+    api_key: str | None = _env("GPU_SERVER_API_KEY", _opt_str, None, "the API key (required if above)")
+    # --- added by gpu_backtest ---
+    data_dir: str = _env(
+        "GPU_BACKTEST_DATA_DIR", _str, _default_data_dir(), "market data, job database and artifacts"
+    )
+    backend: str = _env("GPU_BACKTEST_BACKEND", _choice("auto", "cpu", "cuda"), "auto", "array backend")
+    cpu_memory_limit: int = _env(
+        "GPU_BACKTEST_CPU_MEMORY_LIMIT", parse_bytes, 1024**3, "memory budget for one CPU chunk of columns"
+    )
+    max_columns: int = _env(
+        "GPU_BACKTEST_MAX_COLUMNS", _int(1), 5_000_000, "most columns (symbols × combinations) in one job"
+    )
+    max_grid: int = _env("GPU_BACKTEST_MAX_GRID", _int(1), 100_000, "most parameter combinations in one job")
+    tiingo_api_url: str = _env("TIINGO_API_URL", _str, "https://api.tiingo.com", "Tiingo base URL")
+    dask_scheduler_address: str | None = _env(
+        "DASK_SCHEDULER_ADDRESS", _opt_str, None, "use this Dask scheduler instead of a local cluster"
+    )
+    max_upload_bytes: int = _env(
+        "GPU_BACKTEST_MAX_UPLOAD_BYTES", parse_bytes, 100 * 1024**2, "largest accepted data upload"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every variable from ``environ`` (default ``os.environ``); keyword overrides win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = f.metadata["env"]
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+            elif var in env:
+                values[f.name] = f.metadata["parse"](var, env[var])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Cross-field checks."""
+        if self.api_key_required and not self.api_key:
+            raise ConfigError(
+                "API_KEY_REQUIRED is true but GPU_SERVER_API_KEY is not set", {"variable": "GPU_SERVER_API_KEY"}
+            )
+
+    @staticmethod
+    def documentation() -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) for every setting, for the README and ``--help``."""
+        return [(f.metadata["env"], repr(f.default), f.metadata["doc"]) for f in fields(Settings)]

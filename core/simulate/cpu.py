@@ -1,0 +1,52 @@
+"""CPU build of the simulation kernel: numba ``njit``, parallel over columns with ``prange``."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .kernel import simulate_column
+from .layout import N_ACC
+
+_column = njit(nogil=True, cache=True)(simulate_column)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _simulate_all(
+    open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+    fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+):  # pragma: no cover - compiled
+    for c in prange(sym.shape[0]):
+        _column(
+            c, open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+        )
+
+
+def simulate(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    sym: np.ndarray,
+    entries: np.ndarray,
+    exits: np.ndarray,
+    short_entries: np.ndarray,
+    short_exits: np.ndarray,
+    fopts: np.ndarray,
+    iopts: np.ndarray,
+    returns_out: np.ndarray,
+    equity_out: np.ndarray,
+    trades_out: np.ndarray,
+    ntrades_out: np.ndarray,
+) -> np.ndarray:
+    """Run every column on the CPU; returns the (C, N_ACC) accumulator array.
+
+    See `kernel.simulate_column` for the shapes; the output buffers are filled in place.
+    """
+    acc = np.empty((sym.shape[0], N_ACC), dtype=np.float64)
+    _simulate_all(
+        open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+    )
+    return acc

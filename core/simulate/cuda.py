@@ -1,0 +1,72 @@
+"""GPU build of the simulation kernel: ``numba.cuda``, one thread per column, on CuPy arrays.
+
+The device function is `kernel.simulate_column` itself, compiled with
+``cuda.jit(device=True)``; numba.cuda is imported only when this build is first asked for,
+so the package imports without CUDA. ``NUMBA_ENABLE_CUDASIM=1`` runs this exact path on
+the CPU (slowly), which is how CI covers it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .kernel import simulate_column
+from .layout import N_ACC
+
+THREADS_PER_BLOCK = 128
+
+
+@lru_cache(maxsize=1)
+def _kernel() -> Any:
+    from numba import cuda
+
+    column = cuda.jit(device=True)(simulate_column)
+
+    @cuda.jit
+    def simulate_all(
+        open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+    ):  # pragma: no cover - compiled
+        c = cuda.grid(1)
+        if c < sym.shape[0]:
+            column(
+                c, open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+                fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+            )
+
+    return simulate_all
+
+
+def simulate(
+    xp: Any,
+    open_: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    sym: Any,
+    entries: Any,
+    exits: Any,
+    short_entries: Any,
+    short_exits: Any,
+    fopts: Any,
+    iopts: Any,
+    returns_out: Any,
+    equity_out: Any,
+    trades_out: Any,
+    ntrades_out: Any,
+) -> Any:
+    """Launch one thread per column; returns the (C, N_ACC) accumulator array on the device.
+
+    ``xp`` is the array module the inputs live in (CuPy on a GPU, numpy under the simulator).
+    """
+    n_cols = int(sym.shape[0])
+    acc = xp.empty((n_cols, N_ACC), dtype=xp.float64)
+    if n_cols == 0:
+        return acc
+    blocks = (n_cols + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
+    _kernel()[blocks, THREADS_PER_BLOCK](
+        open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+    )
+    return acc

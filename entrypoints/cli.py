@@ -1,0 +1,154 @@
+"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``serve``.
+
+Exit codes: 0 success, 2 a user error (bad spec, unknown strategy, unreadable data — the
+message on stderr names the field or file), 1 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import GpuBacktestError
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem with the command line or its inputs (exit code 2)."""
+
+
+def _load_spec(path: str) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_table(result: Any, limit: int, out: Any = sys.stdout) -> None:
+    """A plain-text table of the top ``limit`` rows."""
+    rows = result.rows(limit)
+    shown = [m for m in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "num_trades", "win_rate")
+             if m in result.metric_names] or result.metric_names[:6]
+    header = ["rank", "symbol", *result.param_names, *shown]
+    lines = [header]
+    for r in rows:
+        lines.append([str(r["rank"]), r["symbol"], *(_fmt(r["params"][p]) for p in result.param_names),
+                      *(_fmt(r["metrics"].get(m)) for m in shown)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)), file=out)
+    info = result.info
+    print(f"\n{info['n_columns']} columns ({info['n_symbols']} symbols × {info['n_combinations']} combinations) "
+          f"over {info['n_bars']} bars in {info['elapsed_s']:.3f} s on {info['backend']} "
+          f"({info['chunks']} chunk(s)); ranked by {info['rank_by']}", file=out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..core.engine import run_backtest
+
+    spec = _load_spec(args.spec)
+    if not args.data:
+        raise UserError("no data: give --data FILE [FILE ...] (CSV or Parquet)")
+    result = run_backtest(spec, list(args.data), backend=args.backend)
+    if args.json:
+        json.dump(result.to_dict(limit=args.limit), sys.stdout, indent=None if args.compact else 2)
+        sys.stdout.write("\n")
+    else:
+        print_table(result, args.limit or 20)
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from ..plugins.manager import strategies
+
+    strats = strategies()
+    if args.json:
+        json.dump([s.schema() for s in strats.values()], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for s in strats.values():
+        print(f"{s.name}: {s.description}")
+        for p in s.params:
+            bounds = ""
+            if p.min is not None or p.max is not None:
+                bounds = f" [{_fmt(p.min)}, {_fmt(p.max)}]"
+            if p.choices:
+                bounds = f" one of {list(p.choices)}"
+            print(f"    {p.name} ({p.type.__name__}, default {p.default!r}){bounds} {p.description}".rstrip())
+        if s.constraint_text:
+            print(f"    constraint: {s.constraint_text}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    print("gpu-backtest serve: the HTTP server is not built yet (see the Backtest service issue); "
+          "use `gpu-backtest run` meanwhile.", file=sys.stderr)
+    return 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-backtest", description="AlphaStrategyLab GPU Backtesting Server")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a backtest or sweep from a JSON spec")
+    run.add_argument("spec", help="the spec (JSON file, the POST /backtest document)")
+    run.add_argument("--data", nargs="+", metavar="FILE", help="CSV/Parquet OHLCV files")
+    run.add_argument("--json", action="store_true", help="print the result document as JSON")
+    run.add_argument("--compact", action="store_true", help="with --json: one line")
+    run.add_argument("--limit", type=int, default=None, help="result rows to print (table default 20)")
+    run.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None)
+    run.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("strategies", help="list strategies and their parameters")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_strategies)
+
+    sv = sub.add_parser("serve", help="start the HTTP server")
+    sv.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpu-backtest`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (UserError, GpuBacktestError) as exc:
+        msg = exc.message if isinstance(exc, GpuBacktestError) else str(exc)
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback for the user; the log has it with -v
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

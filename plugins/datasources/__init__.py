@@ -1,0 +1,1 @@
+"""Built-in data-source plugins: tiingo, upload, synthetic."""

@@ -1,0 +1,104 @@
+"""Build the plugin manager: built-ins registered like any third party, then entry points.
+
+``GPU_BACKTEST_LOAD_PLUGINS`` (comma-separated plugin names) restricts which plugins load,
+built-ins included; unset loads all. ``GPU_BACKTEST_TRACE_PLUGINS=1`` logs every hook call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+
+from ..core.errors import NotFoundError
+from ..core.strategy import Strategy
+from . import hookspecs
+
+log = logging.getLogger(__name__)
+
+# name -> module path, registered in this order
+DEFAULT_PLUGINS = {
+    "buy_and_hold": "gpu_backtest.plugins.strategies.buy_and_hold",
+    "sma_crossover": "gpu_backtest.plugins.strategies.sma_crossover",
+    "ema_crossover": "gpu_backtest.plugins.strategies.ema_crossover",
+    "macd_crossover": "gpu_backtest.plugins.strategies.macd_crossover",
+    "rsi_reversion": "gpu_backtest.plugins.strategies.rsi_reversion",
+    "bollinger_reversion": "gpu_backtest.plugins.strategies.bollinger_reversion",
+    "donchian_breakout": "gpu_backtest.plugins.strategies.donchian_breakout",
+    "momentum": "gpu_backtest.plugins.strategies.momentum",
+}
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("GPU_BACKTEST_LOAD_PLUGINS")
+    if raw is None or not raw.strip():
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def build_plugin_manager(allowed: set[str] | None = None, entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh PluginManager with the built-ins and (unless disabled) the entry-point plugins."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if allowed is None:
+        allowed = _allowed()
+    for name, modpath in DEFAULT_PLUGINS.items():
+        if allowed is not None and name not in allowed:
+            continue
+        try:
+            module = importlib.import_module(modpath)
+        except ModuleNotFoundError:
+            continue  # a built-in not present in this version
+        pm.register(module, name=name)
+    if entry_points:
+        if allowed is None:
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        else:
+            for name in allowed - set(DEFAULT_PLUGINS):
+                pm.load_setuptools_entrypoints(hookspecs.PROJECT, name=name)
+    if os.environ.get("GPU_BACKTEST_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(log.debug)
+        pm.enable_tracing()
+    return pm
+
+
+@lru_cache(maxsize=1)
+def default_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager (built once)."""
+    return build_plugin_manager()
+
+
+def strategies(pm: pluggy.PluginManager | None = None) -> dict[str, Strategy]:
+    """All registered strategies by name (a later registration does not replace an earlier one)."""
+    pm = pm or default_plugin_manager()
+    out: dict[str, Strategy] = {}
+    # pluggy calls the most recently registered first; reverse for registration order
+    for batch in reversed(pm.hook.register_strategies()):
+        for strat in batch or []:
+            if strat.name in out:
+                log.warning("strategy %r registered twice; keeping the first", strat.name)
+                continue
+            out[strat.name] = strat
+    return out
+
+
+def get_strategy(name: str, pm: pluggy.PluginManager | None = None) -> Strategy:
+    """The strategy called ``name``; NotFoundError listing the known names otherwise."""
+    known = strategies(pm)
+    if name not in known:
+        raise NotFoundError(f"unknown strategy {name!r}; known: {', '.join(sorted(known))}", {"strategy": name})
+    return known[name]
+
+
+def data_sources(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """All registered data sources by name."""
+    pm = pm or default_plugin_manager()
+    out: dict[str, Any] = {}
+    for batch in reversed(pm.hook.register_data_sources()):
+        for src in batch or []:
+            out.setdefault(src.name, src)
+    return out
