@@ -119,7 +119,7 @@ class Settings:
     )
     backend: str = _env("GPU_BACKTEST_BACKEND", _choice("auto", "cpu", "cuda"), "auto", "array backend")
     cpu_memory_limit: int = _env(
-        "GPU_BACKTEST_CPU_MEMORY_LIMIT", parse_bytes, 1024**3, "memory budget for one CPU chunk of columns"
+        "GPU_BACKTEST_CPU_MEMORY_LIMIT", parse_bytes, 256 * 1024**2, "memory budget for one CPU chunk of columns"
     )
     max_columns: int = _env(
         "GPU_BACKTEST_MAX_COLUMNS", _int(1), 5_000_000, "most columns (symbols × combinations) in one job"

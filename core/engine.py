@@ -241,7 +241,7 @@ class Engine:
             return None
         b = full.select([spec.metrics.benchmark])
         close = pd.Series(b.close[:, 0], index=b.index).reindex(panel.index)
-        r = close.pct_change(fill_method=None).to_numpy()
+        r = close.pct_change(fill_method=None).to_numpy(dtype=np.float64, copy=True)
         r[~np.isfinite(r)] = 0.0
         return r
 

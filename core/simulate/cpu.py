@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit, prange
 
 from .kernel import simulate_column
 from .layout import N_ACC
 
+
+def _drop_stale_cache() -> None:
+    """numba keys its on-disk cache on this file only, not on kernel.py/layout.py, which the
+    compiled code includes: drop the cached builds when any of the three changed."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(b"".join((here / n).read_bytes() for n in ("kernel.py", "layout.py", "cpu.py")))
+    cache_dir = here / "__pycache__"
+    stamp = cache_dir / "cpu.kernel-sources.sha256"
+    try:
+        if stamp.is_file() and stamp.read_text() == digest.hexdigest():
+            return
+        for f in cache_dir.glob("cpu.*.nb[ic]"):
+            f.unlink()
+        cache_dir.mkdir(exist_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:  # read-only install: numba then compiles in memory
+        pass
+
+
+_drop_stale_cache()
 _column = njit(nogil=True, cache=True)(simulate_column)
 
 

@@ -19,6 +19,9 @@ THREADS_PER_BLOCK = 128
 
 @lru_cache(maxsize=1)
 def _kernel() -> Any:
+    # a module global, not a closure variable: the CUDA simulator swaps in its fake ``cuda``
+    # module only for names in the kernel's globals
+    global cuda
     from numba import cuda
 
     column = cuda.jit(device=True)(simulate_column)

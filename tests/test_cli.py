@@ -1,0 +1,90 @@
+"""The ``gpu-backtest`` command: run (table and --json), strategies, exit code 2 with a reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gpu_backtest.core.synthetic import gbm_panel_frame
+
+CLI = str(Path(sys.executable).parent / "gpu-backtest")
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    frame = gbm_panel_frame(3, 300, seed=7)
+    paths = {}
+    for sym, g in frame.groupby("symbol"):
+        p = d / f"{sym}.csv"
+        g.drop(columns="symbol").to_csv(p, index=False)
+        paths[sym] = p
+    long = d / "long.parquet"
+    frame.to_parquet(long)
+    paths["long"] = long
+    spec = d / "spec.json"
+    spec.write_text(json.dumps({"strategy": "sma_crossover", "params": {"fast": [5, 10], "slow": 30}}))
+    paths["spec"] = spec
+    return paths
+
+
+def test_run_prints_a_table(data) -> None:
+    r = cli("run", str(data["spec"]), "--data", str(data["SYM0000"]), str(data["SYM0001"]))
+    assert r.returncode == 0, r.stderr
+    assert "rank" in r.stdout and "SYM0001" in r.stdout and "4 columns" in r.stdout
+
+
+def test_run_json_document(data) -> None:
+    r = cli("run", str(data["spec"]), "--data", str(data["long"]), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert len(doc["results"]) == 6
+    row = doc["results"][0]
+    assert set(row) >= {"symbol", "params", "metrics"}
+    assert doc["details"][0]["trades"] is not None
+
+
+def test_strategies_lists_builtins() -> None:
+    r = cli("strategies")
+    assert r.returncode == 0
+    assert "sma_crossover" in r.stdout and "fast" in r.stdout and "constraint: fast < slow" in r.stdout
+    doc = json.loads(cli("strategies", "--json").stdout)
+    assert {"buy_and_hold", "sma_crossover"} <= {s["name"] for s in doc}
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"strategy": "nope"}, "strategy: unknown strategy 'nope'"),
+        ({"strategy": "sma_crossover", "params": {"fast": -3}}, "params.fast"),
+        ({"strategy": "sma_crossover", "params": {"fast": 100, "slow": 20}}, "grid is empty"),
+    ],
+)
+def test_bad_spec_exit_2(data, tmp_path, spec, needle) -> None:
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(spec))
+    r = cli("run", str(p), "--data", str(data["long"]))
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_inputs_exit_2(data, tmp_path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    r = cli("run", str(broken), "--data", str(data["long"]))
+    assert r.returncode == 2 and "broken.json" in r.stderr and "invalid JSON" in r.stderr
+    r = cli("run", str(data["spec"]), "--data", str(tmp_path / "nope.csv"))
+    assert r.returncode == 2 and "nope.csv" in r.stderr
+    garbage = tmp_path / "XYZ.parquet"
+    garbage.write_bytes(b"not a parquet file")
+    r = cli("run", str(data["spec"]), "--data", str(garbage))
+    assert r.returncode == 2 and "XYZ.parquet" in r.stderr
+    assert "Traceback" not in r.stderr
