@@ -34,6 +34,13 @@ class Backend:
         """Move a host array to the backend."""
         return self.xp.asarray(a, dtype=dtype)
 
+    def kernel_layout(self, a: Any) -> Any:
+        """``a`` (T, N) in the layout the kernel reads fastest: column-major on the CPU (one
+        column's bars contiguous for its loop), row-major on a GPU (coalesced across threads)."""
+        if self.name == "cpu":
+            return np.asfortranarray(a)
+        return self.xp.ascontiguousarray(a)
+
     def to_host(self, a: Any) -> np.ndarray:
         """Move a backend array to the host."""
         if self.xp is np:

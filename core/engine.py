@@ -268,7 +268,7 @@ class Engine:
             key = (chunk.sym_start, chunk.sym_stop)
             if key != cache_key:
                 block_cache, cache_key = {}, key
-                bars = {f: be.asarray(np.ascontiguousarray(a[:, chunk.sym_start:chunk.sym_stop]))
+                bars = {f: be.kernel_layout(be.asarray(a[:, chunk.sym_start:chunk.sym_stop]))
                         for f, a in bars_host.items()}
             params = {name: v[chunk.combo_start:chunk.combo_stop] for name, v in grid.items()}
             sig = self._signals(strategy, bars, params, block_cache, spec)
@@ -304,17 +304,19 @@ class Engine:
     def _signals(self, strategy: Strategy, bars: Mapping[str, Any], params: Mapping[str, np.ndarray],
                  cache: dict[Any, Any], spec: BacktestSpec) -> Signals:
         xp = self.backend.xp
-        ctx = SignalContext(xp, bars, params, cache)
+        ctx = SignalContext(xp, bars, params, cache, order="F" if self.backend.name == "cpu" else "C")
         sig = strategy.signals(ctx)
         shape = (ctx.n_bars, ctx.n_columns)
-        entries = _bool_signal(xp, sig.entries, shape, "entries", strategy.name)
-        exits = _bool_signal(xp, sig.exits, shape, "exits", strategy.name)
+
+        def check(arr: Any, name: str) -> Any:
+            return self.backend.kernel_layout(_bool_signal(xp, arr, shape, name, strategy.name))
+
+        entries, exits = check(sig.entries, "entries"), check(sig.exits, "exits")
         if spec.execution.direction == "long":
             dummy = xp.zeros((1, 1), dtype=bool)
             return Signals(entries, exits, dummy, dummy)
-        return Signals(entries, exits,
-                       _bool_signal(xp, sig.short_entries, shape, "short_entries", strategy.name),
-                       _bool_signal(xp, sig.short_exits, shape, "short_exits", strategy.name))
+        return Signals(entries, exits, check(sig.short_entries, "short_entries"),
+                       check(sig.short_exits, "short_exits"))
 
     def _table(self, panel: MarketPanel, grid: Mapping[str, np.ndarray], sweep: dict[str, Any],
                wanted: Sequence[str], spec: BacktestSpec) -> pd.DataFrame:
@@ -355,7 +357,7 @@ class Engine:
         for col in order:
             by_symbol.setdefault(col // k, []).append(col % k)
         for s, combos in by_symbol.items():
-            bars = {f: be.asarray(np.ascontiguousarray(a[:, s:s + 1])) for f, a in panel.bars().items()}
+            bars = {f: be.kernel_layout(be.asarray(a[:, s:s + 1])) for f, a in panel.bars().items()}
             params = {name: v[combos] for name, v in grid.items()}
             sig = self._signals(strategy, bars, params, {}, spec)
             n = len(combos)

@@ -103,8 +103,10 @@ class SignalContext:
         bars: Mapping[str, Array],
         params: Mapping[str, np.ndarray],
         cache: dict[Any, Array] | None = None,
+        order: str = "C",
     ) -> None:
         self.xp = xp
+        self.order = order  # memory layout of (T, C) arrays from per_combo: "F" on the CPU
         self.open = bars["open"]
         self.high = bars["high"]
         self.low = bars["low"]
@@ -147,6 +149,12 @@ class SignalContext:
         if len(arrays) == 1:
             one = arrays[0]
             return xp.repeat(one, self.n_combos, axis=1)
+        if self.order == "F":
+            # (S, U, T) stack, then (S, K, T) gather = a column-major (T, C) result: each
+            # column's bars contiguous, as the CPU kernel reads them
+            stack = xp.stack([a.T for a in arrays], axis=1)
+            gathered = xp.take(stack, xp.asarray(inverse), axis=1)
+            return gathered.reshape(self.n_columns, self.n_bars).T
         stack = xp.stack(arrays, axis=2)  # (T, S, U)
         # take() writes a C-contiguous (T, S, K) result: ~10× faster than fancy indexing here
         gathered = xp.take(stack, xp.asarray(inverse), axis=2)
@@ -210,7 +218,7 @@ def crossed_above(xp: Any, a: Array, b: Array) -> Array:
 
     ``a`` and ``b`` broadcast against each other (``b`` may be a level: a scalar or (1, C))."""
     a, b = xp.broadcast_arrays(xp.asarray(a), xp.asarray(b))
-    out = xp.zeros(a.shape, dtype=bool)
+    out = xp.zeros_like(a, dtype=bool)  # keeps a's memory layout
     out[1:] = (a[1:] > b[1:]) & (a[:-1] < b[:-1])
     return out
 
@@ -218,3 +226,15 @@ def crossed_above(xp: Any, a: Array, b: Array) -> Array:
 def crossed_below(xp: Any, a: Array, b: Array) -> Array:
     """True at bar t when ``a[t] < b[t]`` and ``a[t-1] > b[t-1]`` (NaN compares false)."""
     return crossed_above(xp, b, a)
+
+
+def crossings(xp: Any, a: Array, b: Array) -> tuple[Array, Array]:
+    """``(crossed_above(a, b), crossed_below(a, b))`` with two comparisons instead of four."""
+    a, b = xp.broadcast_arrays(xp.asarray(a), xp.asarray(b))
+    above = a > b
+    below = a < b
+    up = xp.zeros_like(above)  # keeps the inputs' memory layout
+    down = xp.zeros_like(above)
+    xp.logical_and(above[1:], below[:-1], out=up[1:])
+    xp.logical_and(below[1:], above[:-1], out=down[1:])
+    return up, down

@@ -113,6 +113,15 @@ def empyrical_return_metrics(r: np.ndarray, rf: float, ppy: float) -> dict[str, 
         }
 
 
+def conditioned_rtol(name: str, want: dict[str, float]) -> float:
+    """Calmar divides by the drawdown, which the equity curve only knows to ~1e-16 of equity:
+    a drawdown of 3e-8 carries a relative error of ~3e-9 into Calmar. Widen for that alone."""
+    mdd = abs(want.get("max_drawdown", 0.0))
+    if name == "calmar" and 0 < mdd:
+        return RTOL + 1e-14 / mdd
+    return RTOL
+
+
 def plain_drawdown(equity: np.ndarray, init_cash: float) -> tuple[float, int]:
     """Max drawdown and longest underwater run of one equity curve, by a plain loop."""
     peak, worst, run, longest = init_cash, 0.0, 0, 0
@@ -199,7 +208,7 @@ def test_record_mode_matches_empyrical(r, init_cash, rf, ppy):
     for c in range(r.shape[1]):
         want = empyrical_return_metrics(r[:, c], rf, ppy)
         for name in RETURN_METRICS:
-            assert_close(got[name][c], want[name], f"{name} col {c}")
+            assert_close(got[name][c], want[name], f"{name} col {c}", rtol=conditioned_rtol(name, want))
         worst, longest = plain_drawdown(equity[:, c], init_cash)
         assert_close(got["max_drawdown"][c], worst, "max_drawdown (plain)", atol=0)
         assert got["max_drawdown_duration"][c] == longest
@@ -314,7 +323,7 @@ def test_sweep_mode_matches_empyrical_on_buy_and_hold(r, rf, ppy):
         np.testing.assert_allclose(x[1:], r[1:, c], rtol=1e-9, atol=1e-15)
         want = empyrical_return_metrics(x, rf, ppy)
         for name in RETURN_METRICS:
-            assert_close(got[name][c], want[name], f"{name} col {c}")
+            assert_close(got[name][c], want[name], f"{name} col {c}", rtol=conditioned_rtol(name, want))
         assert_close(ser["var_95"][c], empyrical.value_at_risk(x), "var_95")
         assert got["exposure"][c] == 1.0
         assert got["num_trades"][c] == 0 and got["num_open_trades"][c] == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core import indicators
-from ...core.strategy import Param, SignalContext, Signals, Strategy, crossed_above, crossed_below
+from ...core.strategy import Param, SignalContext, Signals, Strategy, crossings
 from ..hookspecs import hookimpl
 
 
@@ -17,8 +17,7 @@ def signals(ctx: SignalContext) -> Signals:
     # one key for both parameters: an EMA of span 20 is computed once even if both grids hold 20
     fast = ctx.per_combo("ema", ema, "fast")
     slow = ctx.per_combo("ema", ema, "slow")
-    up = crossed_above(xp, fast, slow)
-    down = crossed_below(xp, fast, slow)
+    up, down = crossings(xp, fast, slow)
     return Signals(entries=up, exits=down, short_entries=down, short_exits=up)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core import indicators
-from ...core.strategy import Param, SignalContext, Signals, Strategy, crossed_above, crossed_below
+from ...core.strategy import Param, SignalContext, Signals, Strategy, crossings
 from ..hookspecs import hookimpl
 
 
@@ -26,8 +26,7 @@ def signals(ctx: SignalContext) -> Signals:
 
     macd = ctx.per_combo("macd", line, "fast", "slow")
     sig = ctx.per_combo("macd_signal", signal_line, "fast", "slow", "signal")
-    up = crossed_above(xp, macd, sig)
-    down = crossed_below(xp, macd, sig)
+    up, down = crossings(xp, macd, sig)
     return Signals(entries=up, exits=down, short_entries=down, short_exits=up)
 
 

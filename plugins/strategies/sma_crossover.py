@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core import indicators
-from ...core.strategy import Param, SignalContext, Signals, Strategy, crossed_above, crossed_below
+from ...core.strategy import Param, SignalContext, Signals, Strategy, crossings
 from ..hookspecs import hookimpl
 
 
@@ -16,8 +16,7 @@ def signals(ctx: SignalContext) -> Signals:
 
     fast = ctx.per_combo("sma", sma, "fast")
     slow = ctx.per_combo("sma", sma, "slow")
-    up = crossed_above(xp, fast, slow)
-    down = crossed_below(xp, fast, slow)
+    up, down = crossings(xp, fast, slow)
     return Signals(entries=up, exits=down, short_entries=down, short_exits=up)
 
 
