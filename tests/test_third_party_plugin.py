@@ -171,3 +171,22 @@ def test_not_listed_without_the_plugin(tmp_path: Path) -> None:
     out = list_and_run(tmp_path)  # an empty folder on PYTHONPATH
     assert EXAMPLE_STRATEGY not in out["names"]
     assert "sma_crossover" in out["names"]
+
+
+def test_command_lists_and_runs_the_plugin_strategy(example_plugin_path: Path, tmp_path: Path) -> None:
+    """`gpu-backtest strategies` lists it and `gpu-backtest run` / run_backtest run it end to end."""
+    cli = str(Path(sys.executable).parent / "gpu-backtest")
+    listed = run_with_example_plugin(example_plugin_path, [cli, "strategies", "--json"])
+    assert listed.returncode == 0, listed.stderr
+    assert EXAMPLE_STRATEGY in {s["name"] for s in json.loads(listed.stdout)}
+    from gpu_backtest.core.synthetic import gbm_panel_frame
+
+    data = tmp_path / "bars.parquet"
+    gbm_panel_frame(2, 120, seed=5).to_parquet(data)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"strategy": EXAMPLE_STRATEGY}))
+    ran = run_with_example_plugin(example_plugin_path, [cli, "run", str(spec), "--data", str(data), "--json"])
+    assert ran.returncode == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert len(doc["results"]) == 2
+    assert all(d["trades"] for d in doc["details"])  # always-long: a position on each symbol
