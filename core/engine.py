@@ -178,18 +178,34 @@ class Engine:
     """Runs specs on one backend; `run` is the whole pipeline."""
 
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None,
-                 pm: pluggy.PluginManager | None = None) -> None:
+                 pm: pluggy.PluginManager | None = None, data_service: Any = None) -> None:
         self.settings = settings or Settings.from_env()
         self.backend = backend or select_backend(self.settings)
         self.pm = pm
+        self._data_service = data_service
 
-    def prepare(self, spec: Any, data: Any) -> tuple[BacktestSpec, Strategy, dict[str, np.ndarray], MarketPanel]:
-        """Validate the spec, build the grid and the panel; every user error raised here."""
+    @property
+    def data_service(self) -> Any:
+        """The market-data service specs without explicit data load from (created on first use)."""
+        if self._data_service is None:
+            from .dataservice import MarketDataService
+
+            self._data_service = MarketDataService(self.settings, self.pm)
+        return self._data_service
+
+    def prepare(self, spec: Any, data: Any = None
+                ) -> tuple[BacktestSpec, Strategy, dict[str, np.ndarray], MarketPanel, list[str] | None]:
+        """Validate the spec, build the grid and load the panel; every user error raised here.
+
+        ``data`` None: the spec's ``source`` (default synthetic) through the data store."""
         spec = BacktestSpec.from_dict(spec)
         strategy = resolve_strategy(spec, self.pm)
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
-        panel = to_panel(data)
-        symbols = list(spec.symbols) if spec.symbols is not None else None
+        if data is None:
+            panel, symbols = self.data_service.panel_for(spec)
+        else:
+            panel = to_panel(data)
+            symbols = list(spec.symbols) if spec.symbols is not None else None
         selected = panel.select(symbols, spec.start, spec.end)
         if selected.n_bars == 0:
             raise SpecError("start", "no bars in the requested date range")
@@ -199,14 +215,14 @@ class Engine:
                                       f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
         if spec.metrics.benchmark is not None and spec.metrics.benchmark not in panel.symbols:
             raise SpecError("metrics.benchmark", f"no data for benchmark symbol {spec.metrics.benchmark!r}")
-        return spec, strategy, grid, panel
+        return spec, strategy, grid, panel, symbols
 
-    def run(self, spec: Any, data: Any, progress: ProgressFn | None = None,
+    def run(self, spec: Any, data: Any = None, progress: ProgressFn | None = None,
             cancel: CancelFn | None = None) -> BacktestResult:
-        """Run a spec on data (any form `to_panel` accepts)."""
+        """Run a spec on data (any form `to_panel` accepts; None: the spec's data source)."""
         t0 = time.perf_counter()
-        spec, strategy, grid, full_panel = self.prepare(spec, data)
-        panel = full_panel.select(list(spec.symbols) if spec.symbols else None, spec.start, spec.end)
+        spec, strategy, grid, full_panel, symbols = self.prepare(spec, data)
+        panel = full_panel.select(symbols, spec.start, spec.end)
         ppy = spec.metrics.periods_per_year or panel.periods_per_year()
         wanted = list(spec.output.metrics or M.METRICS)
         need_series = any(m in M.SERIES_METRICS for m in wanted)
@@ -415,14 +431,15 @@ def trades_to_dicts(records: np.ndarray, index: pd.DatetimeIndex) -> list[dict[s
     return out
 
 
-def run_backtest(spec: Any, data: Any, *, settings: Settings | None = None, backend: Backend | str | None = None,
+def run_backtest(spec: Any, data: Any = None, *, settings: Settings | None = None, backend: Backend | str | None = None,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                  pm: pluggy.PluginManager | None = None) -> BacktestResult:
     """Run one backtest or a parameter sweep.
 
     ``spec``: a dict (the POST /backtest document) or a `BacktestSpec`. ``data``: a long
     DataFrame (timestamp/date, symbol, open, high, low, close, volume), a dict of per-symbol
-    DataFrames, a `MarketPanel`, or CSV/Parquet path(s). Raises `SpecError` / `DataError`
+    DataFrames, a `MarketPanel`, CSV/Parquet path(s), or None: the spec's ``source`` (default
+    ``synthetic``) through the market-data store, fetching what is missing. Raises `SpecError` / `DataError`
     (subclasses of `GpuBacktestError`) naming the bad field or file.
     """
     settings = settings or Settings.from_env()

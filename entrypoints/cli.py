@@ -1,4 +1,4 @@
-"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``serve``.
+"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``serve``.
 
 Exit codes: 0 success, 2 a user error (bad spec, unknown strategy, unreadable data — the
 message on stderr names the field or file), 1 an unexpected internal error.
@@ -68,9 +68,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..core.engine import run_backtest
 
     spec = _load_spec(args.spec)
-    if not args.data:
-        raise UserError("no data: give --data FILE [FILE ...] (CSV or Parquet)")
-    result = run_backtest(spec, list(args.data), backend=args.backend)
+    if args.source:
+        if not isinstance(spec, dict):
+            raise UserError(f"{args.spec}: the spec must be a JSON object")
+        spec = {**spec, "source": args.source}
+    result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend)
     if args.json:
         json.dump(result.to_dict(limit=args.limit), sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
@@ -101,6 +103,55 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_service() -> Any:
+    from ..core.dataservice import MarketDataService
+
+    return MarketDataService()
+
+
+def cmd_data_sources(args: argparse.Namespace) -> int:
+    sources = _data_service().describe_sources()
+    if args.json:
+        json.dump(sources, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for s in sources:
+        print(f"{s['name']}: {s['description']} (frequencies: {', '.join(s['frequencies'])}; "
+              f"{s['stored_series']} stored series)")
+    return 0
+
+
+def _print_entries(entries: list[Any], as_json: bool) -> None:
+    if as_json:
+        json.dump([e.to_dict() for e in entries], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for e in entries:
+        print(f"{e.source:10s} {e.frequency:5s} {e.symbol:12s} {e.first.date()} … {e.last.date()}  {e.rows:7d} bars")
+
+
+def cmd_data_symbols(args: argparse.Namespace) -> int:
+    entries = _data_service().symbols(args.source, args.frequency)
+    _print_entries(entries, args.json)
+    if not entries and not args.json:
+        print("no stored symbols" + (f" for source {args.source}" if args.source else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    entries = _data_service().import_file(args.file, symbol=args.symbol, source=args.source,
+                                          frequency=args.frequency)
+    _print_entries(entries, args.json)
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    entries = _data_service().fetch(args.source, args.symbols, args.start, args.end, args.frequency,
+                                    adjusted=not args.raw)
+    _print_entries(entries, args.json)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     print("gpu-backtest serve: the HTTP server is not built yet (see the Backtest service issue); "
           "use `gpu-backtest run` meanwhile.", file=sys.stderr)
@@ -114,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a backtest or sweep from a JSON spec")
     run.add_argument("spec", help="the spec (JSON file, the POST /backtest document)")
-    run.add_argument("--data", nargs="+", metavar="FILE", help="CSV/Parquet OHLCV files")
+    run.add_argument("--data", nargs="+", metavar="FILE",
+                     help="CSV/Parquet OHLCV files (default: the spec's source through the data store)")
+    run.add_argument("--source", help="data source to run on (overrides the spec's source)")
     run.add_argument("--json", action="store_true", help="print the result document as JSON")
     run.add_argument("--compact", action="store_true", help="with --json: one line")
     run.add_argument("--limit", type=int, default=None, help="result rows to print (table default 20)")
@@ -124,6 +177,33 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("strategies", help="list strategies and their parameters")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_strategies)
+
+    data = sub.add_parser("data", help="market data: sources, symbols, import, fetch")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    ds = dsub.add_parser("sources", help="list data sources")
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_data_sources)
+    dy = dsub.add_parser("symbols", help="list stored symbols with first/last bar")
+    dy.add_argument("--source")
+    dy.add_argument("--frequency")
+    dy.add_argument("--json", action="store_true")
+    dy.set_defaults(func=cmd_data_symbols)
+    di = dsub.add_parser("import", help="validate and store a CSV/Parquet file")
+    di.add_argument("file")
+    di.add_argument("--symbol", help="the symbol (default: the file stem, or the file's symbol column)")
+    di.add_argument("--source", default="upload", help="source name to store under (default upload)")
+    di.add_argument("--frequency", default="1d")
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(func=cmd_data_import)
+    df = dsub.add_parser("fetch", help="fetch symbols from a source into the store")
+    df.add_argument("symbols", nargs="+")
+    df.add_argument("--source", required=True)
+    df.add_argument("--start")
+    df.add_argument("--end")
+    df.add_argument("--frequency", default="1d")
+    df.add_argument("--raw", action="store_true", help="unadjusted prices")
+    df.add_argument("--json", action="store_true")
+    df.set_defaults(func=cmd_data_fetch)
 
     sv = sub.add_parser("serve", help="start the HTTP server")
     sv.set_defaults(func=cmd_serve)
@@ -141,9 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, GpuBacktestError) as exc:
         msg = exc.message if isinstance(exc, GpuBacktestError) else str(exc)
         print(f"error: {msg}", file=sys.stderr)
+        problems = getattr(exc, "problems", None) or []
+        for p in problems:
+            where = ", ".join(f"{k} {p[k]}" for k in ("row", "column") if isinstance(p, dict) and p.get(k) is not None)
+            text = p.get("message", p) if isinstance(p, dict) else p
+            print(f"  {where + ': ' if where else ''}{text}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `gpu-backtest data symbols | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # never a traceback for the user; the log has it with -v
         logging.getLogger(__name__).debug("internal error", exc_info=True)
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -30,6 +30,9 @@ DEFAULT_PLUGINS = {
     "bollinger_reversion": "gpu_backtest.plugins.strategies.bollinger_reversion",
     "donchian_breakout": "gpu_backtest.plugins.strategies.donchian_breakout",
     "momentum": "gpu_backtest.plugins.strategies.momentum",
+    "synthetic": "gpu_backtest.plugins.datasources.synthetic",
+    "tiingo": "gpu_backtest.plugins.datasources.tiingo",
+    "upload": "gpu_backtest.plugins.datasources.upload",
 }
 
 
@@ -51,7 +54,9 @@ def build_plugin_manager(allowed: set[str] | None = None, entry_points: bool = T
             continue
         try:
             module = importlib.import_module(modpath)
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != modpath:
+                raise
             continue  # a built-in not present in this version
         pm.register(module, name=name)
     if entry_points:
