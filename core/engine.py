@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,25 @@ def plan_chunks(n_symbols: int, n_combos: int, n_bars: int, budget: int, bytes_p
             for k0 in range(0, n_combos, max_cols):
                 chunks.append(Chunk(s0, s0 + 1, k0, min(n_combos, k0 + max_cols)))
     return chunks
+
+
+@dataclass
+class ChunkTask:
+    """One chunk as plain data (picklable, so a Dask worker can run it): host bars of a
+    symbol block, the combinations' parameter values, and what the metrics need."""
+
+    index: int
+    spec: dict[str, Any]
+    strategy: str
+    bars: dict[str, np.ndarray]
+    params: dict[str, np.ndarray]
+    block: tuple[int, int]
+    ppy: float
+    need_series: bool
+    benchmark: np.ndarray | None
+
+
+ChunkMap = Callable[[Iterable[ChunkTask], "CancelFn | None"], Iterator[tuple[int, dict[str, np.ndarray]]]]
 
 
 @dataclass
@@ -218,8 +237,11 @@ class Engine:
         return spec, strategy, grid, panel, symbols
 
     def run(self, spec: Any, data: Any = None, progress: ProgressFn | None = None,
-            cancel: CancelFn | None = None) -> BacktestResult:
-        """Run a spec on data (any form `to_panel` accepts; None: the spec's data source)."""
+            cancel: CancelFn | None = None, chunk_map: ChunkMap | None = None) -> BacktestResult:
+        """Run a spec on data (any form `to_panel` accepts; None: the spec's data source).
+
+        ``chunk_map(tasks, cancel)`` runs the sweep's chunk tasks and yields ``(index, metrics)``
+        in any order: `map_chunks` (default) runs them here; the service passes a Dask map."""
         t0 = time.perf_counter()
         spec, strategy, grid, full_panel, symbols = self.prepare(spec, data)
         panel = full_panel.select(symbols, spec.start, spec.end)
@@ -227,7 +249,7 @@ class Engine:
         wanted = list(spec.output.metrics or M.METRICS)
         need_series = any(m in M.SERIES_METRICS for m in wanted)
         benchmark = self._benchmark(spec, full_panel, panel)
-        sweep = self._sweep(spec, strategy, grid, panel, ppy, need_series, benchmark, progress, cancel)
+        sweep = self._sweep(spec, strategy, grid, panel, ppy, need_series, benchmark, progress, cancel, chunk_map)
         k = grid_size(grid)
         table = self._table(panel, grid, sweep, wanted, spec)
         top = table.head(spec.output.top_k if panel.n_symbols * k > 1 else 1)
@@ -263,42 +285,29 @@ class Engine:
 
     def _sweep(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
                ppy: float, need_series: bool, benchmark: np.ndarray | None,
-               progress: ProgressFn | None, cancel: CancelFn | None) -> dict[str, Any]:
-        be, xp = self.backend, self.backend.xp
+               progress: ProgressFn | None, cancel: CancelFn | None,
+               chunk_map: ChunkMap | None = None) -> dict[str, Any]:
+        be = self.backend
         n_bars, n_sym, n_combo = panel.n_bars, panel.n_symbols, grid_size(grid)
         cell = BYTES_PER_CELL + (BYTES_PER_CELL_SERIES if need_series else 0)
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
-        opts = RunOptions.from_spec(spec)
-        iopts = be.asarray(opts.with_flags(need_series, False))
-        fopts = be.asarray(opts.fopts)
-        dummies = self._dummies()
-        bench_dev = be.asarray(benchmark) if benchmark is not None else None
-        out: dict[str, np.ndarray] = {}
         bars_host = panel.bars()
-        block_cache: dict[Any, Any] = {}
-        cache_key = None
+        spec_doc = spec.to_dict()
+
+        def tasks() -> Iterator[ChunkTask]:
+            for i, chunk in enumerate(chunks):
+                yield ChunkTask(
+                    index=i, spec=spec_doc, strategy=strategy.name,
+                    bars={f: a[:, chunk.sym_start:chunk.sym_stop] for f, a in bars_host.items()},
+                    params={name: v[chunk.combo_start:chunk.combo_stop] for name, v in grid.items()},
+                    block=(chunk.sym_start, chunk.sym_stop), ppy=ppy, need_series=need_series,
+                    benchmark=benchmark)
+
+        out: dict[str, np.ndarray] = {}
         done = 0
-        for chunk in chunks:
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled")
-            key = (chunk.sym_start, chunk.sym_stop)
-            if key != cache_key:
-                block_cache, cache_key = {}, key
-                bars = {f: be.kernel_layout(be.asarray(a[:, chunk.sym_start:chunk.sym_stop]))
-                        for f, a in bars_host.items()}
-            params = {name: v[chunk.combo_start:chunk.combo_stop] for name, v in grid.items()}
-            sig = self._signals(strategy, bars, params, block_cache, spec)
-            n_s = chunk.sym_stop - chunk.sym_start
-            n_k = chunk.combo_stop - chunk.combo_start
-            sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
-            ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if need_series else dummies[0]
-            acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
-                              sig.entries, sig.exits, sig.short_entries, sig.short_exits,
-                              fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3])
-            vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
-            if need_series:
-                vals.update(M.series_metrics(ret_buf, ppy, spec.metrics.risk_free, bench_dev, xp=xp))
-            del ret_buf, sig
+        runner = chunk_map or self.map_chunks
+        for i, vals in runner(tasks(), cancel):
+            chunk = chunks[i]
             # global column index of (symbol s, combo k) is s * K + k
             s_idx = np.arange(chunk.sym_start, chunk.sym_stop)
             k_idx = np.arange(chunk.combo_start, chunk.combo_stop)
@@ -306,11 +315,49 @@ class Engine:
             for name, v in vals.items():
                 if name not in out:
                     out[name] = np.full(n_sym * n_combo, np.nan)
-                out[name][cols] = be.to_host(v)
+                out[name][cols] = v
             done += chunk.n_columns
             if progress:
                 progress(0.9 * done / (n_sym * n_combo), "simulating")
         return {"metrics": out, "chunks": len(chunks)}
+
+    def map_chunks(self, tasks: Iterable[ChunkTask], cancel: CancelFn | None = None
+                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Run chunk tasks here, one after the other (indicators shared within a symbol block)."""
+        cache: dict[Any, Any] = {}
+        block = None
+        for task in tasks:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            if task.block != block:
+                cache, block = {}, task.block
+            yield task.index, self.run_chunk(task, cache)
+
+    def run_chunk(self, task: ChunkTask, cache: dict[Any, Any] | None = None,
+                  strategy: Strategy | None = None) -> dict[str, np.ndarray]:
+        """Signals → simulate (sweep mode) → metrics for one chunk; host arrays out."""
+        be, xp = self.backend, self.backend.xp
+        spec = BacktestSpec.from_dict(task.spec)
+        if strategy is None:
+            strategy = resolve_strategy(spec, self.pm)
+        opts = RunOptions.from_spec(spec)
+        iopts = be.asarray(opts.with_flags(task.need_series, False))
+        fopts = be.asarray(opts.fopts)
+        dummies = self._dummies()
+        bars = {f: be.kernel_layout(be.asarray(a)) for f, a in task.bars.items()}
+        sig = self._signals(strategy, bars, task.params, {} if cache is None else cache, spec)
+        n_bars, n_s = bars["close"].shape
+        n_k = grid_size(task.params) if task.params else 1
+        sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
+        ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if task.need_series else dummies[0]
+        acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
+                          sig.entries, sig.exits, sig.short_entries, sig.short_exits,
+                          fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3])
+        vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, task.ppy, spec.metrics.risk_free, xp=xp)
+        if task.need_series:
+            bench = be.asarray(task.benchmark) if task.benchmark is not None else None
+            vals.update(M.series_metrics(ret_buf, task.ppy, spec.metrics.risk_free, bench, xp=xp))
+        return {name: be.to_host(v) for name, v in vals.items()}
 
     def _dummies(self) -> tuple[Any, Any, Any, Any]:
         xp = self.backend.xp
