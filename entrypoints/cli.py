@@ -153,9 +153,18 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    print("gpu-backtest serve: the HTTP server is not built yet (see the Backtest service issue); "
-          "use `gpu-backtest run` meanwhile.", file=sys.stderr)
-    return 3
+    from aiohttp import web
+
+    from ..core.config import Settings
+    from ..web.app import create_app
+
+    settings = Settings.from_env()
+    logging.getLogger().setLevel(logging.DEBUG if settings.debug or args.verbose else logging.INFO)
+    app = create_app(settings, dashboard_address=args.dashboard)
+    print(f"gpu-backtest serving on http://{settings.host}:{settings.port} (data: {settings.data_dir})",
+          file=sys.stderr, flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=60.0)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=cmd_data_fetch)
 
-    sv = sub.add_parser("serve", help="start the HTTP server")
+    sv = sub.add_parser("serve", help="start the HTTP server (GPU_SERVER_HOST:GPU_SERVER_PORT)")
+    sv.add_argument("--dashboard", default=":8787", help="Dask dashboard address (default :8787)")
     sv.set_defaults(func=cmd_serve)
     return parser
 

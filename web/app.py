@@ -1,0 +1,127 @@
+"""The aiohttp application: `create_app(settings)` with its start-up/clean-up contexts and routes.
+
+Start-up order: plugin manager → job store (tables created, dead processes' jobs recovered)
+→ market-data service → Dask cluster → engine → job manager. Clean-up runs in reverse:
+stop accepting jobs, let running ones finish (or leave them for the next start to re-queue),
+close the cluster, close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ..core.backend import select_backend
+from ..core.config import Settings
+from ..core.dataservice import MarketDataService
+from ..core.engine import Engine
+from ..core.jobs import JobManager
+from ..core.jobstore import JobStore
+from ..plugins.manager import build_plugin_manager
+from . import handlers as h
+from .metrics import ServiceMetrics
+from .middlewares import auth_middleware, error_middleware, metrics_middleware, request_id_middleware
+from .openapi import docs_page, openapi_document
+
+log = logging.getLogger(__name__)
+MAX_JSON_BODY = 2 * 1024**2
+
+
+def listens_beyond_loopback(host: str) -> bool:
+    """True unless ``host`` is a loopback address or 'localhost'."""
+    if host in ("localhost", ""):
+        return host == ""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
+               cluster_processes: bool = True, dashboard_address: str | None = ":8787",
+               shutdown_grace_s: float = 30.0) -> web.Application:
+    """The application. ``cluster``: True starts/connects a Dask cluster (cluster/dask.py),
+    False runs chunks in the server process, or pass a started `ClusterHandle`."""
+    settings = settings or Settings.from_env()
+    metrics = ServiceMetrics()
+    app = web.Application(
+        client_max_size=MAX_JSON_BODY,
+        middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware,
+                     auth_middleware(settings.api_key, settings.api_key_required)],
+    )
+    app["settings"] = settings
+    app["metrics"] = metrics
+    app["openapi"] = openapi_document()
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        pm = build_plugin_manager()
+        app["pm"] = pm
+        store = JobStore.from_settings(settings)
+        await asyncio.to_thread(store.create_all)
+        app["store"] = store
+        data = MarketDataService(settings, pm)
+        app["data"] = data
+        handle = None
+        if cluster is True:
+            from ..cluster.dask import start_cluster
+
+            handle = await asyncio.to_thread(start_cluster, settings, cluster_processes, dashboard_address)
+        elif cluster:
+            handle = cluster
+        app["cluster"] = handle
+        engine = Engine(settings, select_backend(settings), pm, data)
+        app["engine"] = engine
+        chunk_map_factory = None
+        if handle is not None:
+            from ..cluster.dask import dask_chunk_map
+
+            def chunk_map_factory() -> Any:
+                return dask_chunk_map(handle.client)
+
+        jobs = JobManager(settings, store, engine, chunk_map_factory, metrics.on_job_event)
+        app["jobs"] = jobs
+        await jobs.start()
+        # warm the demo data in the background so a first backtest needs no generation
+        from ..plugins.datasources.synthetic import DEMO_SYMBOLS
+
+        demo = asyncio.create_task(asyncio.to_thread(data.fetch, "synthetic", DEMO_SYMBOLS))
+        demo.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if jobs.recovered:
+            log.info("recovered jobs: %s", jobs.recovered)
+        if listens_beyond_loopback(settings.host) and not settings.api_key_required:
+            log.warning("listening on %s with API_KEY_REQUIRED off: anyone who can reach the port can run jobs",
+                        settings.host)
+        yield
+        await jobs.shutdown(shutdown_grace_s)
+        if handle is not None and cluster is True:
+            await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(store.close)
+
+    app.cleanup_ctx.append(services)
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(request.app["openapi"])
+
+    async def docs(request: web.Request) -> web.Response:
+        return web.Response(text=docs_page(request.app["openapi"]), content_type="text/html")
+
+    app.router.add_post("/backtest", h.submit_backtest)
+    app.router.add_get("/backtest", h.list_backtests)
+    app.router.add_get("/backtest/{job_id}", h.get_backtest)
+    app.router.add_delete("/backtest/{job_id}", h.cancel_backtest)
+    app.router.add_get("/backtest/{job_id}/results", h.backtest_results)
+    app.router.add_get("/strategies", h.list_strategies)
+    app.router.add_get("/gpu/status", h.get_gpu_status)
+    app.router.add_get("/data/sources", h.data_sources)
+    app.router.add_get("/data/symbols", h.data_symbols)
+    app.router.add_post("/data/upload", h.data_upload)
+    app.router.add_get("/health", h.health)
+    app.router.add_get("/metrics", h.metrics)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
+    return app

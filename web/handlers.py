@@ -1,0 +1,255 @@
+"""Thin HTTP handlers over the service layer (JobManager, JobStore, MarketDataService).
+
+Each handler parses and checks its inputs, calls one service method (in a worker thread when
+it touches the database, files or compute) and shapes the JSON answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from aiohttp import web
+
+from ..core.errors import GpuBacktestError, NotFoundError
+from ..core.gpustatus import gpu_status
+from ..plugins.manager import strategies
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class BadRequest(GpuBacktestError):
+    code = "bad_request"
+    status = 400
+
+
+class UnsupportedMediaType(GpuBacktestError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class Conflict(GpuBacktestError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(GpuBacktestError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Unavailable(GpuBacktestError):
+    code = "unavailable"
+    status = 503
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an integer", {"parameter": name}) from None
+    if not lo <= v <= hi:
+        raise BadRequest(f"query parameter {name} must be between {lo} and {hi}", {"parameter": name})
+    return v
+
+
+def _job_links(job_id: str) -> dict[str, str]:
+    return {"self": f"/backtest/{job_id}", "results": f"/backtest/{job_id}/results"}
+
+
+def _job_doc(job: Any, full: bool = True) -> dict[str, Any]:
+    d = job.to_dict()
+    doc = {k: d.get(k) for k in ("id", "status", "progress", "stage", "error", "attempts", "created_at",
+                                   "started_at", "finished_at")}
+    doc["job_id"] = doc.pop("id")
+    if full:
+        doc["spec"] = d.get("spec")
+        doc["summary"] = d.get("summary")
+    doc["links"] = _job_links(doc["job_id"])
+    return doc
+
+
+async def _job(request: web.Request) -> Any:
+    job_id = request.match_info["job_id"]
+    if not JOB_ID_RE.match(job_id):
+        raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
+    job = await asyncio.to_thread(request.app["store"].get, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
+    return job
+
+
+# -- backtests --------------------------------------------------------------------------------
+async def submit_backtest(request: web.Request) -> web.Response:
+    """POST /backtest: validate, persist, 202 with the job id and links."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("POST /backtest takes application/json")
+    manager = request.app["jobs"]
+    if not manager.accepting:
+        raise Unavailable("the server is shutting down; retry on another instance")
+    try:
+        doc = json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 200):
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters")
+    job = await manager.submit(doc, key)
+    body = _job_doc(job, full=False)
+    return web.json_response(body, status=202, headers={"Location": f"/backtest/{job.id}"})
+
+
+async def list_backtests(request: web.Request) -> web.Response:
+    """GET /backtest?status=&limit=&offset=: newest first."""
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}", {"parameter": "status"})
+    limit = _int_param(request, "limit", 50, 1, 500)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    jobs, total = await asyncio.to_thread(request.app["store"].list, status, limit, offset)
+    return web.json_response({"jobs": [_job_doc(j, full=False) for j in jobs], "total": total,
+                              "limit": limit, "offset": offset})
+
+
+async def get_backtest(request: web.Request) -> web.Response:
+    """GET /backtest/{job_id}: status, progress, timings, error, and the summary when done."""
+    return web.json_response(_job_doc(await _job(request)))
+
+
+async def cancel_backtest(request: web.Request) -> web.Response:
+    """DELETE /backtest/{job_id}: cancel (queued: never runs; running: stops at its next chunk)."""
+    await _job(request)
+    job = await request.app["jobs"].cancel(request.match_info["job_id"])
+    return web.json_response(_job_doc(job, full=False))
+
+
+async def backtest_results(request: web.Request) -> web.StreamResponse:
+    """GET /backtest/{job_id}/results?format=json|csv|parquet&limit=&offset=&sort=: the full table."""
+    job = await _job(request)
+    if job.status != "succeeded" or not job.artifact_path:
+        raise Conflict(f"job {job.id} is {job.status}; results exist once it has succeeded",
+                       {"status": job.status})
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv", "parquet"):
+        raise BadRequest("format must be json, csv or parquet", {"parameter": "format"})
+    path = Path(job.artifact_path)
+    if fmt == "parquet":
+        return web.FileResponse(path, headers={"Content-Type": "application/vnd.apache.parquet",
+                                               "Content-Disposition": f'attachment; filename="{job.id}.parquet"'})
+    table = await asyncio.to_thread(pd.read_parquet, path)
+    sort = request.query.get("sort")
+    if sort is not None:
+        desc = sort.startswith("-")
+        col = sort.lstrip("-")
+        if col not in table.columns:
+            raise BadRequest(f"cannot sort by {col!r}; columns: {', '.join(table.columns)}", {"parameter": "sort"})
+        table = table.sort_values(col, ascending=not desc, kind="stable", na_position="last")
+    if fmt == "csv":
+        buf = io.StringIO()
+        table.to_csv(buf, index=False)
+        return web.Response(text=buf.getvalue(), content_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{job.id}.csv"'})
+    limit = _int_param(request, "limit", 100, 1, 10_000)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    page = table.iloc[offset:offset + limit]
+    rows = json.loads(page.to_json(orient="records"))  # NaN/inf → null
+    return web.json_response({"job_id": job.id, "total": len(table), "limit": limit, "offset": offset,
+                              "columns": list(table.columns), "rows": rows})
+
+
+# -- catalogue and status ---------------------------------------------------------------------
+async def list_strategies(request: web.Request) -> web.Response:
+    """GET /strategies: each strategy with its description and parameter schema."""
+    return web.json_response({"strategies": [s.schema() for s in strategies(request.app["pm"]).values()]})
+
+
+async def get_gpu_status(request: web.Request) -> web.Response:
+    """GET /gpu/status: the device (or why there is none) and the Dask cluster."""
+    status = await asyncio.to_thread(gpu_status, request.app["settings"])
+    cluster = request.app.get("cluster")
+    status["cluster"] = await asyncio.to_thread(cluster.info) if cluster is not None else None
+    status["engine_backend"] = request.app["engine"].backend.name
+    return web.json_response(status)
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: liveness (no auth)."""
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    counts = await asyncio.to_thread(request.app["store"].counts_by_status)
+    body = request.app["metrics"].render(counts, request.app["jobs"].running_count())
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+# -- data ---------------------------------------------------------------------------------------
+async def data_sources(request: web.Request) -> web.Response:
+    """GET /data/sources."""
+    return web.json_response({"sources": await asyncio.to_thread(request.app["data"].describe_sources)})
+
+
+async def data_symbols(request: web.Request) -> web.Response:
+    """GET /data/symbols?source=&frequency=&prefix=&limit=&offset=: stored series with first/last bar."""
+    svc = request.app["data"]
+    source = request.query.get("source")
+    frequency = request.query.get("frequency")
+    prefix = request.query.get("prefix")
+    limit = _int_param(request, "limit", 100, 1, 10_000)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    entries = await asyncio.to_thread(svc.symbols, source, frequency, prefix, limit, offset)
+    total = await asyncio.to_thread(svc.store.count, source, frequency)
+    return web.json_response({"symbols": [e.to_dict() for e in entries], "total": total, "limit": limit,
+                              "offset": offset})
+
+
+async def data_upload(request: web.Request) -> web.Response:
+    """POST /data/upload (multipart: file + symbol/source/frequency): stream, validate, store."""
+    if not request.content_type.startswith("multipart/"):
+        raise UnsupportedMediaType("POST /data/upload takes multipart/form-data with a 'file' part")
+    limit = request.app["settings"].max_upload_bytes
+    fields: dict[str, str] = {}
+    tmp_path: str | None = None
+    filename = None
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "file":
+                filename = part.filename or "upload.csv"
+                suffix = ".parquet" if filename.lower().endswith((".parquet", ".pq")) else ".csv"
+                fd, tmp_path = tempfile.mkstemp(prefix="upload-", suffix=suffix)
+                size = 0
+                with os.fdopen(fd, "wb") as fh:
+                    while chunk := await part.read_chunk(64 * 1024):
+                        size += len(chunk)
+                        if size > limit:  # client_max_size does not bound a read_chunk loop
+                            raise PayloadTooLarge(f"upload larger than {limit} bytes", {"limit": limit})
+                        fh.write(chunk)
+            elif part.name in ("symbol", "source", "frequency"):
+                value = (await part.read(decode=True)).decode("utf-8", "replace")
+                if len(value) > 64:
+                    raise BadRequest(f"field {part.name} too long")
+                fields[part.name] = value.strip()
+            else:
+                await part.release()
+        if tmp_path is None:
+            raise BadRequest("no 'file' part in the upload")
+        entries = await asyncio.to_thread(
+            request.app["data"].import_file, tmp_path, fields.get("symbol") or None,
+            fields.get("source") or "upload", fields.get("frequency") or "1d", filename)
+        return web.json_response({"stored": [e.to_dict() for e in entries]}, status=201)
+    finally:
+        if tmp_path is not None:
+            Path(tmp_path).unlink(missing_ok=True)

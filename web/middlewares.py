@@ -1,0 +1,105 @@
+"""Middlewares: request ids, API-key auth, the JSON error envelope, request metrics.
+
+Every error a client sees is ``{"error": {"code", "message", "details"}, "request_id"}``;
+no traceback ever reaches a client (GPU_SERVER_DEBUG only adds logging).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..core.errors import GpuBacktestError
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = {"/health"}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   request_id: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    """The JSON error envelope."""
+    body = {"error": {"code": code, "message": message, "details": details}, "request_id": request_id}
+    return web.json_response(body, status=status, headers=headers)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests",
+               503: "unavailable"}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take X-Request-ID from the client (if sane) or make one; echo it back."""
+    rid = request.headers.get("X-Request-ID", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum() and rid.isascii()):
+        rid = uuid.uuid4().hex
+    request["request_id"] = rid
+    resp = await handler(request)
+    resp.headers["X-Request-ID"] = rid
+    return resp
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map exceptions to the envelope: GpuBacktestError → its status, HTTP errors → theirs, else 500."""
+    rid = request.get("request_id")
+    try:
+        return await handler(request)
+    except GpuBacktestError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        msg = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return error_response(exc.status, code, msg or exc.reason, None, rid,
+                              headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
+        return error_response(500, "internal_error", "internal server error", None, rid)
+
+
+def auth_middleware(api_key: str | None, required: bool) -> Callable[..., Any]:
+    """X-API-Key on every path but /health when ``required``; constant-time comparison on bytes."""
+    expected = (api_key or "").encode("utf-8")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if required and request.path not in PUBLIC_PATHS:
+            given = request.headers.get("X-API-Key", "").encode("utf-8", "surrogateescape")
+            if not given or not hmac.compare_digest(given, expected):
+                return error_response(401, "unauthorized", "missing or invalid X-API-Key", None,
+                                      request.get("request_id"))
+        return await handler(request)
+
+    return middleware
+
+
+def metrics_middleware(metrics: Any) -> Callable[..., Any]:
+    """Count requests and time them, labelled by route (not raw path) and status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            info = request.match_info.route.resource if request.match_info.route else None
+            route = info.canonical if info is not None else "unmatched"
+            metrics.observe_request(request.method, route, status, time.perf_counter() - t0)
+
+    return middleware
