@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -193,7 +194,8 @@ class JobManager:
             self._running.pop(job.id, None)
             return
         try:
-            wrote = await asyncio.to_thread(self.store.finish, job.id, status, summary, error, artifact)
+            wrote = await asyncio.to_thread(functools.partial(self.store.finish, job.id, status, summary, error,
+                                                              artifact, owner=self.owner))
         except Exception:
             log.exception("writing the result of %s failed", job.id)
             wrote = False
