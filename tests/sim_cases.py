@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gpu_backtest.core.simulate import layout as L
 from reference_sim import Options, Result, simulate_reference
+
+from gpu_backtest.core.simulate import layout as L
 
 FILLS = {"close": L.FILL_CLOSE, "next_open": L.FILL_NEXT_OPEN}
 DIRECTIONS = {"long": L.DIR_LONG, "short": L.DIR_SHORT, "both": L.DIR_BOTH}

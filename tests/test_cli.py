@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from gpu_backtest.core.synthetic import gbm_panel_frame
 
 CLI = str(Path(sys.executable).parent / "gpu-backtest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gpu_backtest.core.config import ConfigError, Settings, parse_bytes
 
 

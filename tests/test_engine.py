@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpu_backtest import DataError, SpecError, run_backtest
 from gpu_backtest.core.backend import cpu_backend
 from gpu_backtest.core.config import Settings

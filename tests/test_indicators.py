@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from gpu_backtest.core import indicators as ind
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
+
+from gpu_backtest.core import indicators as ind
 
 # --------------------------------------------------------------------------- data
 

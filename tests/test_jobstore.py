@@ -17,6 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, delete, inspect, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.schema import CreateSchema, DropSchema
+
 from gpu_backtest.core.config import ConfigError, Settings
 from gpu_backtest.core.errors import DataError
 from gpu_backtest.core.jobstore import (
@@ -31,9 +35,6 @@ from gpu_backtest.core.jobstore import (
     normalise_url,
     request_hash,
 )
-from sqlalchemy import create_engine, delete, inspect, text
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.schema import CreateSchema, DropSchema
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 SPEC = {"strategy": "sma_cross", "symbols": ["AAA"], "params": {"fast": [5, 10], "slow": 50}}

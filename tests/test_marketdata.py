@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpu_backtest import DataError, SpecError, run_backtest
 from gpu_backtest.core.config import Settings
 from gpu_backtest.core.dataservice import MarketDataService

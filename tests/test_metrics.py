@@ -22,6 +22,9 @@ from pathlib import Path
 import empyrical
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from gpu_backtest.core import metrics as M
 from gpu_backtest.core.metrics import (
     METRICS,
@@ -34,8 +37,6 @@ from gpu_backtest.core.metrics import (
 )
 from gpu_backtest.core.simulate import layout as L
 from gpu_backtest.core.simulate.cpu import simulate
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 RTOL = 1e-9
 ATOL = 1e-12  # only matters for values that are ~0 (a relative tolerance cannot apply there)

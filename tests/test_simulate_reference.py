@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sim_cases as sc
+from reference_sim import Options, simulate_reference
+
 from gpu_backtest.core.simulate import layout as L
 from gpu_backtest.core.simulate.cpu import simulate as cpu_simulate
-from reference_sim import Options, simulate_reference
 
 
 def prop(max_examples: int) -> settings:

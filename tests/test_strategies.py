@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpu_backtest.core import indicators as ind
 from gpu_backtest.core.strategy import SignalContext, Signals, Strategy
 from gpu_backtest.plugins import manager

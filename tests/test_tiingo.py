@@ -22,6 +22,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fake_tiingo import FakeTiingo, daily_frame, iex_bar, iex_bars
+
 from gpu_backtest.core.errors import ConfigError, DataError
 from gpu_backtest.core.marketdata import MarketDataStore
 from gpu_backtest.plugins.datasources import tiingo

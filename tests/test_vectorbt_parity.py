@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpu_backtest import run_backtest
 from gpu_backtest.core.synthetic import gbm_panel_frame
 

@@ -58,13 +58,16 @@ def simulate(
     equity_out: Any,
     trades_out: Any,
     ntrades_out: Any,
+    acc: Any = None,
 ) -> Any:
     """Launch one thread per column; returns the (C, N_ACC) accumulator array on the device.
 
     ``xp`` is the array module the inputs live in (CuPy on a GPU, numpy under the simulator).
+    ``acc`` may be passed pre-filled (tests poison it with NaN to catch unwritten slots).
     """
     n_cols = int(sym.shape[0])
-    acc = xp.empty((n_cols, N_ACC), dtype=xp.float64)
+    if acc is None:
+        acc = xp.empty((n_cols, N_ACC), dtype=xp.float64)
     if n_cols == 0:
         return acc
     blocks = (n_cols + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK

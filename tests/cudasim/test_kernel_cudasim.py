@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sim_cases as sc
+
 from gpu_backtest.core.simulate import cuda as cuda_build
 
 

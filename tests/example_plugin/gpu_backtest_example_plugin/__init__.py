@@ -8,6 +8,7 @@ package's pyproject.toml; gpu_backtest's plugin manager loads this module and ca
 from __future__ import annotations
 
 import numpy as np
+
 from gpu_backtest.core.strategy import Param, SignalContext, Signals, Strategy
 from gpu_backtest.plugins.hookspecs import hookimpl
 
