@@ -79,8 +79,6 @@ class MarketDataService:
 
         check_source(source)
         check_frequency(frequency)
-        if symbol is not None:
-            check_symbol(symbol)
         return upload.import_file(self.store, path, symbol=symbol, source=source, frequency=frequency,
                                   max_bytes=self.settings.max_upload_bytes, filename=filename)
 

@@ -225,7 +225,9 @@ class MarketDataStore:
                    end: Any = None, adjusted: bool = True) -> MarketPanel:
         """The symbols' bars aligned on the union of their timestamps (NaN where a symbol has no bar).
 
-        With ``adjusted`` the ``adj_*`` columns are used where the source stored them.
+        With ``adjusted`` and an ``adj_close`` column, prices are adjusted: the source's
+        ``adj_open/high/low`` where stored, else the raw price × ``adj_close / close`` of the bar
+        (so a file with only Adj Close never mixes adjusted closes with raw opens).
         """
         paths = []
         missing = []
@@ -254,10 +256,16 @@ def _read_arrays(path: Path, lo: int | None, hi: int | None,
         mask &= ts >= lo
     if hi is not None:
         mask &= ts <= hi
-    cols = {}
-    for f in FIELDS:
-        name = f"adj_{f}" if adjusted and f"adj_{f}" in names else f
-        cols[f] = table.column(name).to_numpy()[mask]
+    cols = {f: table.column(f).to_numpy()[mask] for f in FIELDS}
+    if adjusted and "adj_close" in names:
+        adj_close = table.column("adj_close").to_numpy()[mask]
+        factor = adj_close / cols["close"]  # the source's adjustment of each bar
+        for f in ("open", "high", "low"):
+            # the source's own adjusted field when it has one, else the raw price × the close's factor
+            cols[f] = table.column(f"adj_{f}").to_numpy()[mask] if f"adj_{f}" in names else cols[f] * factor
+        cols["close"] = adj_close
+        if "adj_volume" in names:
+            cols["volume"] = table.column("adj_volume").to_numpy()[mask]
     return ts[mask], cols
 
 

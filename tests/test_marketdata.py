@@ -183,3 +183,32 @@ def test_data_commands(tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown data source" in r.stderr
     r = cli(tmp_path, "data", "fetch", "--source", "synthetic", "../../x")
     assert r.returncode == 2 and "invalid symbol" in r.stderr
+
+
+def test_adj_close_only_adjusts_open_high_low_by_the_same_factor(tmp_path: Path) -> None:
+    store = MarketDataStore(tmp_path)
+    df = bars(10, seed=9)
+    df["adj_close"] = df["close"] * np.linspace(0.5, 1.0, 10)
+    store.write("upload", "ABC", "1d", df)
+    p = store.load_panel("upload", ["ABC"], adjusted=True)
+    factor = df["adj_close"] / df["close"]
+    np.testing.assert_allclose(p.open[:, 0], df["open"] * factor)
+    np.testing.assert_allclose(p.low[:, 0], df["low"] * factor)
+    np.testing.assert_allclose(p.close[:, 0], df["adj_close"])
+    np.testing.assert_allclose(p.volume[:, 0], df["volume"])
+
+
+def test_data_import_command(tmp_path: Path) -> None:
+    good = tmp_path / "XYZ.csv"
+    bars(30, seed=11).rename(columns={"timestamp": "Date"}).to_csv(good, index=False)
+    r = cli(tmp_path, "data", "import", str(good))
+    assert r.returncode == 0, r.stderr
+    assert "XYZ" in cli(tmp_path, "data", "symbols", "--source", "upload").stdout
+    bad = tmp_path / "BAD.csv"
+    frame = bars(5, seed=12)
+    frame.loc[2, "high"] = frame.loc[2, "low"] / 2
+    frame.to_csv(bad, index=False)
+    r = cli(tmp_path, "data", "import", str(bad))
+    assert r.returncode == 2 and "row 3" in r.stderr and "high" in r.stderr
+    r = cli(tmp_path, "data", "import", str(good), "--symbol", "../evil")
+    assert r.returncode == 2 and "Traceback" not in r.stderr

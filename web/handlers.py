@@ -227,8 +227,8 @@ async def data_upload(request: web.Request) -> web.Response:
         reader = await request.multipart()
         async for part in reader:
             if part.name == "file":
-                filename = part.filename or "upload.csv"
-                suffix = ".parquet" if filename.lower().endswith((".parquet", ".pq")) else ".csv"
+                filename = part.filename or None  # no name: the symbol must come from a field
+                suffix = ".parquet" if (filename or "").lower().endswith((".parquet", ".pq")) else ".csv"
                 fd, tmp_path = tempfile.mkstemp(prefix="upload-", suffix=suffix)
                 size = 0
                 with os.fdopen(fd, "wb") as fh:
