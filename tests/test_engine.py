@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,8 +59,10 @@ def test_sweep_metrics_equal_record_metrics(frame: pd.DataFrame) -> None:
         row = by_col.loc[d["column"]]
         for name, value in d["metrics"].items():
             a = row[name]
-            b = math.nan if value is None else value
-            assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), name
+            if value is None:  # JSON null: NaN or ±inf (e.g. profit factor with no losing trade)
+                assert not np.isfinite(a), name
+                continue
+            assert a == pytest.approx(value, rel=1e-9, abs=1e-12), name
 
 
 def test_chunked_equals_unchunked(frame: pd.DataFrame) -> None:
