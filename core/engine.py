@@ -413,7 +413,7 @@ class Engine:
         iopts = be.asarray(opts.with_flags(True, True))
         fopts = be.asarray(opts.fopts)
         n_bars = panel.n_bars
-        times = [ts.isoformat() for ts in panel.index]
+        times = iso_times(panel.index) if spec.output.equity_curves else []
         details: dict[int, dict[str, Any]] = {}
         order = [int(c) for c in top["column"]]
         by_symbol: dict[int, list[int]] = {}
@@ -453,6 +453,12 @@ class Engine:
                     d["trades"] = trades_to_dicts(tr_h[j, : int(nt_h[j])], panel.index)
                 details[col] = d
         return [details[c] for c in order]
+
+
+def iso_times(index: pd.DatetimeIndex) -> list[str]:
+    """UTC timestamps as ISO strings (``2010-01-04T00:00:00+00:00``), vectorised."""
+    naive = index.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[s]")
+    return np.char.add(np.datetime_as_string(naive, unit="s"), "+00:00").tolist()
 
 
 def trades_to_dicts(records: np.ndarray, index: pd.DatetimeIndex) -> list[dict[str, Any]]:
