@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SpecError
+from .panel import SYMBOL_RE
 from .strategy import Strategy
 
 FILLS = ("close", "next_open")
@@ -239,8 +240,9 @@ class BacktestSpec:
             if not isinstance(symbols, list) or not symbols:
                 raise SpecError("symbols", "must be a non-empty list of symbol names")
             for i, s in enumerate(symbols):
-                if not isinstance(s, str) or not s:
-                    raise SpecError(f"symbols[{i}]", f"must be a symbol name, got {s!r}")
+                if not isinstance(s, str) or not SYMBOL_RE.match(s) or ".." in s:
+                    raise SpecError(f"symbols[{i}]", f"must be a symbol name (letters, digits, . _ ^ = -), "
+                                                     f"got {s!r}")
             if len(set(symbols)) != len(symbols):
                 raise SpecError("symbols", "lists a symbol twice")
             symbols = tuple(symbols)
@@ -299,7 +301,10 @@ def _param_values(p: Any, raw: Any, path: str) -> list[Any]:
             raise SpecError(f"{path}.step", f"must be > 0, got {step!r}")
         if stop < start:
             raise SpecError(f"{path}.stop", f"must be >= start ({start!r}), got {stop!r}")
-        count = math.floor((stop - start) / step + 1e-9) + 1
+        span = (stop - start) / step
+        if not math.isfinite(span) or span > 1_000_000:
+            raise SpecError(path, "range has too many values")
+        count = math.floor(span + 1e-9) + 1
         if count > 1_000_000:
             raise SpecError(path, f"range has {count} values; too many")
         values = [start + i * step for i in range(count)]

@@ -13,6 +13,7 @@ not 200) and gathers the results into columns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,13 +56,16 @@ class Param:
         elif self.type is int:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"must be an integer, got {value!r}")
-            if float(value) != int(value):
+            if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
                 raise ValueError(f"must be an integer, got {value!r}")
             out = int(value)
         elif self.type is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"must be a number, got {value!r}")
-            out = float(value)
+            try:
+                out = float(value)
+            except OverflowError:
+                raise ValueError(f"is too large, got {value!r}") from None
             if not np.isfinite(out):
                 raise ValueError(f"must be finite, got {value!r}")
         elif self.type is str:

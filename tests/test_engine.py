@@ -154,3 +154,27 @@ def test_benchmark_alpha_beta(frame: pd.DataFrame) -> None:
     row = res.table.iloc[0]
     assert row["beta"] == pytest.approx(1.0, rel=1e-6)
     assert row["alpha"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"fast": {"start": 1, "stop": 1e308, "step": 1e-10}}, "params.fast"),
+        ({"fast": {"start": -1e308, "stop": 1e308}}, "params.fast"),
+        ({"fast": float("inf")}, "params.fast"),
+        ({"fast": 10**400}, "params.fast"),
+        ({"fast": 5.5}, "params.fast"),
+    ],
+)
+def test_extreme_parameter_values_are_spec_errors(frame: pd.DataFrame, params, field) -> None:
+    with pytest.raises(SpecError) as info:
+        run_backtest({"strategy": "sma_crossover", "params": params}, frame, backend="cpu")
+    assert info.value.path.startswith(field)
+
+
+def test_bad_symbol_is_rejected_at_validation() -> None:
+    from gpu_backtest.core.spec import BacktestSpec
+
+    with pytest.raises(SpecError) as info:
+        BacktestSpec.from_dict({"strategy": "buy_and_hold", "symbols": ["OK", "A\x00B"]})
+    assert info.value.path == "symbols[1]"

@@ -7,14 +7,17 @@ it touches the database, files or compute) and shapes the JSON answer.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
+import math
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from aiohttp import web
 
@@ -64,6 +67,45 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return v
 
 
+def _json_value(v: Any) -> Any:
+    """One table cell as a plain JSON value: numpy scalars → Python, NaN/±inf/NaT → None."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (pd.Timestamp, dt.datetime, dt.date)):
+        return v.isoformat()
+    return v
+
+
+def _json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows at full float precision (``DataFrame.to_json`` rounds to 10 decimal places)."""
+    return [{k: _json_value(v) for k, v in rec.items()} for rec in table.to_dict("records")]
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _json_number(text: str, parse: Any) -> Any:
+    value = parse(text)
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        finite = False
+    if not finite:
+        raise ValueError(f"number {text[:20]}{'…' if len(text) > 20 else ''} is out of range")
+    return value
+
+
+def _parse_json(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity, every number a finite double (RFC 8259 interoperability)."""
+    return json.loads(text, parse_constant=_json_constant, parse_float=lambda t: _json_number(t, float),
+                      parse_int=lambda t: _json_number(t, int))
+
+
 def _job_links(job_id: str) -> dict[str, str]:
     return {"self": f"/backtest/{job_id}", "results": f"/backtest/{job_id}/results"}
 
@@ -99,8 +141,10 @@ async def submit_backtest(request: web.Request) -> web.Response:
     if not manager.accepting:
         raise Unavailable("the server is shutting down; retry on another instance")
     try:
-        doc = json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        doc = _parse_json(await request.text())
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, out-of-range numbers
         raise BadRequest(f"malformed JSON: {exc}") from None
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
@@ -163,7 +207,7 @@ async def backtest_results(request: web.Request) -> web.StreamResponse:
     limit = _int_param(request, "limit", 100, 1, 10_000)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     page = table.iloc[offset:offset + limit]
-    rows = json.loads(page.to_json(orient="records"))  # NaN/inf → null
+    rows = _json_rows(page)
     return web.json_response({"job_id": job.id, "total": len(table), "limit": limit, "offset": offset,
                               "columns": list(table.columns), "rows": rows})
 
@@ -210,7 +254,10 @@ async def data_symbols(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 100, 1, 10_000)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     entries = await asyncio.to_thread(svc.symbols, source, frequency, prefix, limit, offset)
-    total = await asyncio.to_thread(svc.store.count, source, frequency)
+    if prefix:  # the store counts by source and frequency only
+        total = len(await asyncio.to_thread(svc.symbols, source, frequency, prefix))
+    else:
+        total = await asyncio.to_thread(svc.store.count, source, frequency)
     return web.json_response({"symbols": [e.to_dict() for e in entries], "total": total, "limit": limit,
                               "offset": offset})
 
@@ -227,6 +274,8 @@ async def data_upload(request: web.Request) -> web.Response:
         reader = await request.multipart()
         async for part in reader:
             if part.name == "file":
+                if tmp_path is not None:  # would leak the first part's temporary file
+                    raise BadRequest("more than one 'file' part in the upload")
                 filename = part.filename or None  # no name: the symbol must come from a field
                 suffix = ".parquet" if (filename or "").lower().endswith((".parquet", ".pq")) else ".csv"
                 fd, tmp_path = tempfile.mkstemp(prefix="upload-", suffix=suffix)
@@ -238,7 +287,12 @@ async def data_upload(request: web.Request) -> web.Response:
                             raise PayloadTooLarge(f"upload larger than {limit} bytes", {"limit": limit})
                         fh.write(chunk)
             elif part.name in ("symbol", "source", "frequency"):
-                value = (await part.read(decode=True)).decode("utf-8", "replace")
+                raw = bytearray()
+                while chunk := await part.read_chunk(1024):  # part.read() would take any size
+                    raw += chunk
+                    if len(raw) > 256:
+                        raise BadRequest(f"field {part.name} too long")
+                value = bytes(part.decode(bytes(raw))).decode("utf-8", "replace")
                 if len(value) > 64:
                     raise BadRequest(f"field {part.name} too long")
                 fields[part.name] = value.strip()

@@ -112,7 +112,11 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"201": _resp("stored"), **_errors(400, 401, 413, 415, 422)}}},
             "/health": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _resp("ok")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": _resp("metrics", {"type": "string"}, "text/plain")}}},
+                "200": _resp("metrics", {"type": "string"}, "text/plain"), **_errors(401)}}},
+            "/openapi.json": {"get": {"summary": "This OpenAPI document", "responses": {
+                "200": _resp("the OpenAPI 3 document"), **_errors(401)}}},
+            "/docs": {"get": {"summary": "The API documentation page (HTML)", "responses": {
+                "200": _resp("HTML page", {"type": "string"}, "text/html"), **_errors(401)}}},
         },
     }
 
