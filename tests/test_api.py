@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -35,16 +36,16 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, delete
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.schema import CreateSchema, DropSchema
+from sqlalchemy import delete
 
 from gpu_backtest.cluster.dask import ClusterHandle, start_cluster
 from gpu_backtest.core.config import Settings
 from gpu_backtest.core.jobs import sign
-from gpu_backtest.core.jobstore import JobStore, jobs_table, normalise_url
+from gpu_backtest.core.jobstore import JobStore, jobs_table
 from gpu_backtest.web.app import create_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pg_schema import fresh_pg_schema
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -52,7 +53,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 DASK_PROCESSES = os.environ.get("GPU_BACKTEST_TEST_DASK_PROCESSES", "1") != "0"
 POLL_TIMEOUT_S = 60.0  # the first job of a fresh worker may compile the numba kernel
 FINAL = ("succeeded", "failed", "cancelled")
@@ -146,29 +146,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterHandle]
 
 
 def _pg_database(tmp: Path) -> Iterator[Database]:
-    base = normalise_url(PG_URL)
-    engine = create_engine(base, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
-        engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if os.environ.get("GPU_BACKTEST_SKIP_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL unreachable ({reason}); skipped because GPU_BACKTEST_SKIP_POSTGRES=1")
-        pytest.fail(f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} is unreachable: {reason}. "
-                    "Start it, point TEST_DATABASE_URL at one, or set GPU_BACKTEST_SKIP_POSTGRES=1.",
-                    pytrace=False)
-    schema = f"gbt_api_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.execute(CreateSchema(schema))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield Database("postgresql", url.render_as_string(hide_password=False), tmp)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(DropSchema(schema, cascade=True))
-        engine.dispose()
+    with fresh_pg_schema("gbt_api") as pg:
+        yield Database("postgresql", pg.url, tmp)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

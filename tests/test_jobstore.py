@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import sys
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, delete, inspect, text
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.schema import CreateSchema, DropSchema
+from sqlalchemy import delete, inspect, text
 
 from gpu_backtest.core.config import ConfigError, Settings
 from gpu_backtest.core.errors import DataError
@@ -36,7 +33,9 @@ from gpu_backtest.core.jobstore import (
     request_hash,
 )
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pg_schema import fresh_pg_schema
+
 SPEC = {"strategy": "sma_cross", "symbols": ["AAA"], "params": {"fast": [5, 10], "slow": 50}}
 
 StoreFactory = Callable[[], JobStore]
@@ -48,30 +47,8 @@ StoreFactory = Callable[[], JobStore]
 @pytest.fixture(scope="session")
 def pg_schema() -> Iterator[tuple[str, str]]:
     """(url, schema): a fresh schema on the test PostgreSQL server for this session."""
-    url = normalise_url(PG_URL)
-    engine = create_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
-        engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if os.environ.get("GPU_BACKTEST_SKIP_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL unreachable ({reason}); skipped because GPU_BACKTEST_SKIP_POSTGRES=1")
-        pytest.fail(
-            f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} is unreachable: {reason}. "
-            "Start it, point TEST_DATABASE_URL at one, or set GPU_BACKTEST_SKIP_POSTGRES=1 to skip these tests.",
-            pytrace=False,
-        )
-    schema = f"gbt_test_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.execute(CreateSchema(schema))
-    try:
-        yield url, schema
-    finally:
-        with engine.begin() as conn:
-            conn.execute(DropSchema(schema, cascade=True))
-        engine.dispose()
+    with fresh_pg_schema("gbt_test") as pg:
+        yield pg.base_url, pg.schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -15,24 +15,19 @@ import math
 import os
 import sys
 import time
-import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
-from gpu_backtest.core.jobstore import normalise_url
 from gpu_backtest.web.client import BacktestClient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pg_schema import fresh_pg_schema
 from test_client import ServerProcess
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 # one column per chunk (2,608 bars × 48 B > 64 KiB): a 270-column sweep is 270 Dask tasks, a few seconds
 ENV = {"MAX_CONCURRENT_JOBS": "1", "GPU_BACKTEST_CPU_MEMORY_LIMIT": "64KiB"}
 SWEEP = {"fast": {"start": 5, "stop": 50, "step": 5}, "slow": {"start": 20, "stop": 200, "step": 20}}  # 90 combos
@@ -50,28 +45,8 @@ DEADLINE_S = 90  # per database: everything (two starts, the runs, the checks) w
 @pytest.fixture
 def pg_database_url() -> Iterator[str]:
     """DATABASE_URL of a fresh schema on the test PostgreSQL server (dropped afterwards)."""
-    url = normalise_url(PG_URL)
-    engine = create_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
-        engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if os.environ.get("GPU_BACKTEST_SKIP_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL unreachable ({reason}); skipped because GPU_BACKTEST_SKIP_POSTGRES=1")
-        pytest.fail(f"PostgreSQL at {engine.url.render_as_string(hide_password=True)} is unreachable: {reason}. "
-                    "Start it, point TEST_DATABASE_URL at one, or set GPU_BACKTEST_SKIP_POSTGRES=1.", pytrace=False)
-    schema = f"gbt_restart_{uuid.uuid4().hex[:12]}"
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    try:
-        yield url + sep + urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with fresh_pg_schema("gbt_restart") as pg:
+        yield pg.url
 
 
 def _wait_final(client: BacktestClient, ids: list[str], deadline: float) -> dict[str, dict[str, Any]]:
