@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ def _drop_stale_cache() -> None:
 
 
 _drop_stale_cache()
+_LAUNCH_LOCK = threading.Lock()
 _column = njit(nogil=True, cache=True)(simulate_column)
 
 
@@ -68,8 +70,12 @@ def simulate(
     See `kernel.simulate_column` for the shapes; the output buffers are filled in place.
     """
     acc = np.empty((sym.shape[0], N_ACC), dtype=np.float64)
-    _simulate_all(
-        open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
-    )
+    # One parallel launch at a time per process: prange already uses every core, and numba's
+    # workqueue threading layer (used when neither OpenMP nor TBB is available) is not safe for
+    # launches from several threads at once (Dask worker threads, the server's job threads).
+    with _LAUNCH_LOCK:
+        _simulate_all(
+            open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+        )
     return acc
