@@ -42,6 +42,7 @@ from gpu_backtest.cluster.dask import ClusterHandle, start_cluster
 from gpu_backtest.core.config import Settings
 from gpu_backtest.core.jobs import sign
 from gpu_backtest.core.jobstore import JobStore, jobs_table
+from gpu_backtest.web import keys as K
 from gpu_backtest.web.app import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,8 +50,7 @@ from pg_schema import fresh_pg_schema
 
 pytestmark = [
     pytest.mark.asyncio,
-    # web/app.py keys the app with strings (aiohttp recommends web.AppKey): noise here
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
+    pytest.mark.filterwarnings("error::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 DASK_PROCESSES = os.environ.get("GPU_BACKTEST_TEST_DASK_PROCESSES", "1") != "0"
@@ -493,7 +493,7 @@ async def test_restart_requeues_running_job(make_client: MakeClient) -> None:
     jid = (await submit(first, SLOW))["job_id"]
     await wait_job(first, jid, lambda d: d["status"] == "running" and d["progress"] > 0)
     await first.close()  # shutdown, 0.2 s grace: the job is interrupted and left running for recovery
-    left = await asyncio.to_thread(_job_row, first.app["settings"], jid)
+    left = await asyncio.to_thread(_job_row, first.app[K.SETTINGS], jid)
     assert (left.status, left.attempts, left.finished_at) == ("running", 1, None)
     second = await make_client(**env)
     doc = await wait_job(second, jid, lambda d: d["attempts"] == 2 and d["progress"] > 0)

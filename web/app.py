@@ -24,6 +24,7 @@ from ..core.jobs import JobManager
 from ..core.jobstore import JobStore
 from ..plugins.manager import build_plugin_manager
 from . import handlers as h
+from . import keys as K
 from .metrics import ServiceMetrics
 from .middlewares import auth_middleware, error_middleware, metrics_middleware, request_id_middleware
 from .openapi import docs_page, openapi_document
@@ -54,18 +55,18 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware,
                      auth_middleware(settings.api_key, settings.api_key_required)],
     )
-    app["settings"] = settings
-    app["metrics"] = metrics
-    app["openapi"] = openapi_document()
+    app[K.SETTINGS] = settings
+    app[K.METRICS] = metrics
+    app[K.OPENAPI] = openapi_document()
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         pm = build_plugin_manager()
-        app["pm"] = pm
+        app[K.PM] = pm
         store = JobStore.from_settings(settings)
         await asyncio.to_thread(store.create_all)
-        app["store"] = store
+        app[K.STORE] = store
         data = MarketDataService(settings, pm)
-        app["data"] = data
+        app[K.DATA] = data
         handle = None
         if cluster is True:
             from ..cluster.dask import start_cluster
@@ -73,9 +74,9 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
             handle = await asyncio.to_thread(start_cluster, settings, cluster_processes, dashboard_address)
         elif cluster:
             handle = cluster
-        app["cluster"] = handle
+        app[K.CLUSTER] = handle
         engine = Engine(settings, select_backend(settings), pm, data)
-        app["engine"] = engine
+        app[K.ENGINE] = engine
         chunk_map_factory = None
         if handle is not None:
             from ..cluster.dask import dask_chunk_map
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
                 return dask_chunk_map(handle.client)
 
         jobs = JobManager(settings, store, engine, chunk_map_factory, metrics.on_job_event)
-        app["jobs"] = jobs
+        app[K.JOBS] = jobs
         await jobs.start()
         # warm the demo data in the background so a first backtest needs no generation
         from ..plugins.datasources.synthetic import DEMO_SYMBOLS
@@ -105,10 +106,10 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.cleanup_ctx.append(services)
 
     async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(request.app["openapi"])
+        return web.json_response(request.app[K.OPENAPI])
 
     async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=docs_page(request.app["openapi"]), content_type="text/html")
+        return web.Response(text=docs_page(request.app[K.OPENAPI]), content_type="text/html")
 
     app.router.add_post("/backtest", h.submit_backtest)
     app.router.add_get("/backtest", h.list_backtests)

@@ -24,6 +24,7 @@ from aiohttp import web
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
 from ..plugins.manager import strategies
+from . import keys as K
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -126,7 +127,7 @@ async def _job(request: web.Request) -> Any:
     job_id = request.match_info["job_id"]
     if not JOB_ID_RE.match(job_id):
         raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
-    job = await asyncio.to_thread(request.app["store"].get, job_id)
+    job = await asyncio.to_thread(request.app[K.STORE].get, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
     return job
@@ -137,7 +138,7 @@ async def submit_backtest(request: web.Request) -> web.Response:
     """POST /backtest: validate, persist, 202 with the job id and links."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("POST /backtest takes application/json")
-    manager = request.app["jobs"]
+    manager = request.app[K.JOBS]
     if not manager.accepting:
         raise Unavailable("the server is shutting down; retry on another instance")
     try:
@@ -161,7 +162,7 @@ async def list_backtests(request: web.Request) -> web.Response:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", {"parameter": "status"})
     limit = _int_param(request, "limit", 50, 1, 500)
     offset = _int_param(request, "offset", 0, 0, 10**9)
-    jobs, total = await asyncio.to_thread(request.app["store"].list, status, limit, offset)
+    jobs, total = await asyncio.to_thread(request.app[K.STORE].list, status, limit, offset)
     return web.json_response({"jobs": [_job_doc(j, full=False) for j in jobs], "total": total,
                               "limit": limit, "offset": offset})
 
@@ -174,7 +175,7 @@ async def get_backtest(request: web.Request) -> web.Response:
 async def cancel_backtest(request: web.Request) -> web.Response:
     """DELETE /backtest/{job_id}: cancel (queued: never runs; running: stops at its next chunk)."""
     await _job(request)
-    job = await request.app["jobs"].cancel(request.match_info["job_id"])
+    job = await request.app[K.JOBS].cancel(request.match_info["job_id"])
     return web.json_response(_job_doc(job, full=False))
 
 
@@ -215,15 +216,15 @@ async def backtest_results(request: web.Request) -> web.StreamResponse:
 # -- catalogue and status ---------------------------------------------------------------------
 async def list_strategies(request: web.Request) -> web.Response:
     """GET /strategies: each strategy with its description and parameter schema."""
-    return web.json_response({"strategies": [s.schema() for s in strategies(request.app["pm"]).values()]})
+    return web.json_response({"strategies": [s.schema() for s in strategies(request.app[K.PM]).values()]})
 
 
 async def get_gpu_status(request: web.Request) -> web.Response:
     """GET /gpu/status: the device (or why there is none) and the Dask cluster."""
-    status = await asyncio.to_thread(gpu_status, request.app["settings"])
-    cluster = request.app.get("cluster")
+    status = await asyncio.to_thread(gpu_status, request.app[K.SETTINGS])
+    cluster = request.app.get(K.CLUSTER)
     status["cluster"] = await asyncio.to_thread(cluster.info) if cluster is not None else None
-    status["engine_backend"] = request.app["engine"].backend.name
+    status["engine_backend"] = request.app[K.ENGINE].backend.name
     return web.json_response(status)
 
 
@@ -234,20 +235,20 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
-    counts = await asyncio.to_thread(request.app["store"].counts_by_status)
-    body = request.app["metrics"].render(counts, request.app["jobs"].running_count())
+    counts = await asyncio.to_thread(request.app[K.STORE].counts_by_status)
+    body = request.app[K.METRICS].render(counts, request.app[K.JOBS].running_count())
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 # -- data ---------------------------------------------------------------------------------------
 async def data_sources(request: web.Request) -> web.Response:
     """GET /data/sources."""
-    return web.json_response({"sources": await asyncio.to_thread(request.app["data"].describe_sources)})
+    return web.json_response({"sources": await asyncio.to_thread(request.app[K.DATA].describe_sources)})
 
 
 async def data_symbols(request: web.Request) -> web.Response:
     """GET /data/symbols?source=&frequency=&prefix=&limit=&offset=: stored series with first/last bar."""
-    svc = request.app["data"]
+    svc = request.app[K.DATA]
     source = request.query.get("source")
     frequency = request.query.get("frequency")
     prefix = request.query.get("prefix")
@@ -266,7 +267,7 @@ async def data_upload(request: web.Request) -> web.Response:
     """POST /data/upload (multipart: file + symbol/source/frequency): stream, validate, store."""
     if not request.content_type.startswith("multipart/"):
         raise UnsupportedMediaType("POST /data/upload takes multipart/form-data with a 'file' part")
-    limit = request.app["settings"].max_upload_bytes
+    limit = request.app[K.SETTINGS].max_upload_bytes
     fields: dict[str, str] = {}
     tmp_path: str | None = None
     filename = None
@@ -301,7 +302,7 @@ async def data_upload(request: web.Request) -> web.Response:
         if tmp_path is None:
             raise BadRequest("no 'file' part in the upload")
         entries = await asyncio.to_thread(
-            request.app["data"].import_file, tmp_path, fields.get("symbol") or None,
+            request.app[K.DATA].import_file, tmp_path, fields.get("symbol") or None,
             fields.get("source") or "upload", fields.get("frequency") or "1d", filename)
         return web.json_response({"stored": [e.to_dict() for e in entries]}, status=201)
     finally:

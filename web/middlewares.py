@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.errors import GpuBacktestError
+from . import keys as K
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,7 +42,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     rid = request.headers.get("X-Request-ID", "")
     if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum() and rid.isascii()):
         rid = uuid.uuid4().hex
-    request["request_id"] = rid
+    request[K.REQUEST_ID] = rid
     resp = await handler(request)
     resp.headers["X-Request-ID"] = rid
     return resp
@@ -50,7 +51,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map exceptions to the envelope: GpuBacktestError → its status, HTTP errors → theirs, else 500."""
-    rid = request.get("request_id")
+    rid = request.get(K.REQUEST_ID)
     try:
         return await handler(request)
     except GpuBacktestError as exc:
@@ -77,7 +78,7 @@ def auth_middleware(api_key: str | None, required: bool) -> Callable[..., Any]:
             given = request.headers.get("X-API-Key", "").encode("utf-8", "surrogateescape")
             if not given or not hmac.compare_digest(given, expected):
                 return error_response(401, "unauthorized", "missing or invalid X-API-Key", None,
-                                      request.get("request_id"))
+                                      request.get(K.REQUEST_ID))
         return await handler(request)
 
     return middleware

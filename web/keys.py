@@ -1,0 +1,20 @@
+"""Typed keys of the application's shared state (aiohttp ``web.AppKey``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+SETTINGS: web.AppKey[Any] = web.AppKey("settings", object)
+METRICS: web.AppKey[Any] = web.AppKey("metrics", object)
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+PM: web.AppKey[Any] = web.AppKey("pm", object)
+STORE: web.AppKey[Any] = web.AppKey("store", object)
+DATA: web.AppKey[Any] = web.AppKey("data", object)
+CLUSTER: web.AppKey[Any] = web.AppKey("cluster", object)
+ENGINE: web.AppKey[Any] = web.AppKey("engine", object)
+JOBS: web.AppKey[Any] = web.AppKey("jobs", object)
+
+# per-request state (web.RequestKey exists from aiohttp 3.13; a plain string before)
+REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
