@@ -60,7 +60,7 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""
         if self.name == "cuda" and not self.simulated:
-            self.xp.cuda.get_current_device().synchronize()
+            self.xp.cuda.runtime.deviceSynchronize()
 
 
 def cpu_backend(settings: Settings | None = None, reason: str = "") -> Backend:
