@@ -40,5 +40,7 @@ def test_curl_example_runs_as_written(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert '"status": "succeeded"' in out.stdout
         assert "rank,column,symbol,fast,slow" in out.stdout
+        csv_lines = [ln for ln in out.stdout.splitlines() if re.match(r"^\d+,\d+,SYN", ln)]
+        assert len(csv_lines) == 3  # ?limit=3 pages the CSV too
     finally:
         srv.stop()

@@ -201,6 +201,9 @@ async def backtest_results(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"cannot sort by {col!r}; columns: {', '.join(table.columns)}", {"parameter": "sort"})
         table = table.sort_values(col, ascending=not desc, kind="stable", na_position="last")
     if fmt == "csv":
+        if "limit" in request.query or "offset" in request.query:  # a page; else the whole table
+            off = _int_param(request, "offset", 0, 0, 10**9)
+            table = table.iloc[off:off + _int_param(request, "limit", len(table) or 1, 1, 10**9)]
         buf = io.StringIO()
         table.to_csv(buf, index=False)
         return web.Response(text=buf.getvalue(), content_type="text/csv",
