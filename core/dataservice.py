@@ -90,13 +90,14 @@ class MarketDataService:
         src = self.source(source)
         if frequency not in src.frequencies:
             raise DataError(f"{source} serves {', '.join(src.frequencies)}, not {frequency!r}", source)
-        symbols = [check_symbol(s) for s in symbols]
+        symbols = list(dict.fromkeys(src.normalize_symbol(check_symbol(s)) for s in symbols))
         src.ensure(self.store, symbols, FetchRange(_ts(start), _ts(end), frequency), adjusted)
         return [e for s in symbols if (e := self.store.entry(source, s, frequency)) is not None]
 
     # -- what a spec needs ------------------------------------------------------------------
-    def panel_for(self, spec: BacktestSpec) -> tuple[MarketPanel, list[str]]:
-        """The panel a spec runs on (its universe plus any benchmark symbol) and the universe."""
+    def panel_for(self, spec: BacktestSpec) -> tuple[MarketPanel, list[str], str | None]:
+        """The panel a spec runs on (its universe plus any benchmark symbol), the universe and the
+        benchmark symbol, both in the source's spelling (e.g. Tiingo's ``BRK-A`` for ``brk.a``)."""
         name = spec.source or DEFAULT_SOURCE
         try:
             src = self.source(name)
@@ -104,7 +105,8 @@ class MarketDataService:
             raise SpecError("source", exc.message) from None
         if spec.frequency not in src.frequencies:
             raise SpecError("frequency", f"source {name} serves {', '.join(src.frequencies)}")
-        universe = list(spec.symbols) if spec.symbols else src.default_symbols(self.store, spec.frequency)
+        universe = (list(dict.fromkeys(src.normalize_symbol(s) for s in spec.symbols)) if spec.symbols
+                    else src.default_symbols(self.store, spec.frequency))
         if not universe:
             raise SpecError("symbols", f"no symbols given and none stored for source {name}")
         for i, s in enumerate(universe):
@@ -113,8 +115,9 @@ class MarketDataService:
             except DataError as exc:
                 raise SpecError(f"symbols[{i}]", exc.message) from None
         wanted = list(universe)
-        if spec.metrics.benchmark and spec.metrics.benchmark not in wanted:
-            wanted.append(spec.metrics.benchmark)
+        benchmark = src.normalize_symbol(spec.metrics.benchmark) if spec.metrics.benchmark else None
+        if benchmark and benchmark not in wanted:
+            wanted.append(benchmark)
         d_start, d_end = src.default_range()
         start = _ts(spec.start) if spec.start else d_start
         end = _ts(spec.end) if spec.end else d_end
@@ -123,4 +126,4 @@ class MarketDataService:
         src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)
         end_bound: Any = spec.end if spec.end else end
         panel = self.store.load_panel(name, wanted, spec.frequency, start, end_bound, adjusted=spec.adjusted)
-        return panel, universe
+        return panel, universe, benchmark

@@ -9,6 +9,7 @@ equity curves and trades.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -221,7 +222,9 @@ class Engine:
         strategy = resolve_strategy(spec, self.pm)
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
         if data is None:
-            panel, symbols = self.data_service.panel_for(spec)
+            panel, symbols, bench = self.data_service.panel_for(spec)
+            if bench != spec.metrics.benchmark:  # the source's spelling of the benchmark symbol
+                spec = dataclasses.replace(spec, metrics=dataclasses.replace(spec.metrics, benchmark=bench))
         else:
             panel = to_panel(data)
             symbols = list(spec.symbols) if spec.symbols is not None else None

@@ -46,3 +46,20 @@ def test_backtest_fetches_then_reuses_then_extends(tmp_path: Path, monkeypatch: 
         assert all(q["startDate"] > "2015-03-31" for q in new), new  # only the new dates were asked for
         again = run_backtest(spec, settings=settings, backend="cpu", pm=pm)
         np.testing.assert_allclose(again.table["final_equity"], first.table["final_equity"], rtol=1e-12)
+
+
+def test_symbols_are_stored_in_the_sources_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeTiingo() as fake:
+        monkeypatch.setenv("TIINGO_API_KEY", fake.token)
+        monkeypatch.setenv("TIINGO_API_URL", fake.url)
+        settings = Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path)})
+        pm = build_plugin_manager()
+        spec = {"strategy": "buy_and_hold", "source": "tiingo", "symbols": ["brk.a", "BRK-A", "aapl"],
+                "start": "2015-01-02", "end": "2015-02-27", "metrics": {"benchmark": "spy"}}
+        res = run_backtest(spec, settings=settings, backend="cpu", pm=pm)
+        assert sorted(res.table["symbol"]) == ["AAPL", "BRK-A"]
+        assert res.table["beta"].notna().all()
+        from gpu_backtest.core.dataservice import MarketDataService
+
+        stored = [e.symbol for e in MarketDataService(settings, pm).symbols("tiingo")]
+        assert stored == ["AAPL", "BRK-A", "SPY"]

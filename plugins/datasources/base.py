@@ -53,6 +53,10 @@ class DataSource:
         return {"name": self.name, "description": self.description, "frequencies": list(self.frequencies),
                 "fetchable": self.fetchable}
 
+    def normalize_symbol(self, symbol: str) -> str:
+        """The one spelling a symbol is stored under (Tiingo: upper case, dots as dashes)."""
+        return symbol
+
     def default_symbols(self, store: MarketDataStore, frequency: str) -> list[str]:
         """The universe a spec without ``symbols`` runs on: every stored symbol of this source."""
         return [e.symbol for e in store.catalog(self.name, frequency)]
