@@ -214,10 +214,12 @@ class Engine:
         return self._data_service
 
     def prepare(self, spec: Any, data: Any = None
-                ) -> tuple[BacktestSpec, Strategy, dict[str, np.ndarray], MarketPanel, list[str] | None]:
+                ) -> tuple[BacktestSpec, Strategy, dict[str, np.ndarray], MarketPanel, MarketPanel]:
         """Validate the spec, build the grid and load the panel; every user error raised here.
 
-        ``data`` None: the spec's ``source`` (default synthetic) through the data store."""
+        Returns the spec, strategy, grid, the whole loaded panel (benchmark included) and the
+        panel the run trades (the spec's symbols and dates). ``data`` None: the spec's
+        ``source`` (default synthetic) through the data store."""
         spec = BacktestSpec.from_dict(spec)
         strategy = resolve_strategy(spec, self.pm)
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
@@ -237,7 +239,7 @@ class Engine:
                                       f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
         if spec.metrics.benchmark is not None and spec.metrics.benchmark not in panel.symbols:
             raise SpecError("metrics.benchmark", f"no data for benchmark symbol {spec.metrics.benchmark!r}")
-        return spec, strategy, grid, panel, symbols
+        return spec, strategy, grid, panel, selected
 
     def run(self, spec: Any, data: Any = None, progress: ProgressFn | None = None,
             cancel: CancelFn | None = None, chunk_map: ChunkMap | None = None) -> BacktestResult:
@@ -246,8 +248,7 @@ class Engine:
         ``chunk_map(tasks, cancel)`` runs the sweep's chunk tasks and yields ``(index, metrics)``
         in any order: `map_chunks` (default) runs them here; the service passes a Dask map."""
         t0 = time.perf_counter()
-        spec, strategy, grid, full_panel, symbols = self.prepare(spec, data)
-        panel = full_panel.select(symbols, spec.start, spec.end)
+        spec, strategy, grid, full_panel, panel = self.prepare(spec, data)
         ppy = spec.metrics.periods_per_year or panel.periods_per_year()
         wanted = list(spec.output.metrics or M.METRICS)
         need_series = any(m in M.SERIES_METRICS for m in wanted)
@@ -308,7 +309,11 @@ class Engine:
 
         out: dict[str, np.ndarray] = {}
         done = 0
-        runner = chunk_map or self.map_chunks
+        def runner(tasks: Iterable[ChunkTask], cancel: CancelFn | None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+            return self.map_chunks(tasks, cancel, strategy)
+
+        if chunk_map is not None:
+            runner = chunk_map
         for i, vals in runner(tasks(), cancel):
             chunk = chunks[i]
             # global column index of (symbol s, combo k) is s * K + k
@@ -324,9 +329,10 @@ class Engine:
                 progress(0.9 * done / (n_sym * n_combo), "simulating")
         return {"metrics": out, "chunks": len(chunks)}
 
-    def map_chunks(self, tasks: Iterable[ChunkTask], cancel: CancelFn | None = None
-                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Run chunk tasks here, one after the other (indicators shared within a symbol block)."""
+    def map_chunks(self, tasks: Iterable[ChunkTask], cancel: CancelFn | None = None,
+                   strategy: Strategy | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Run chunk tasks here, one after the other (indicators shared within a symbol block;
+        ``strategy`` saves resolving the tasks' strategy by name for every chunk)."""
         cache: dict[Any, Any] = {}
         block = None
         for task in tasks:
@@ -334,7 +340,7 @@ class Engine:
                 raise Cancelled("cancelled")
             if task.block != block:
                 cache, block = {}, task.block
-            yield task.index, self.run_chunk(task, cache)
+            yield task.index, self.run_chunk(task, cache, strategy)
 
     def run_chunk(self, task: ChunkTask, cache: dict[Any, Any] | None = None,
                   strategy: Strategy | None = None) -> dict[str, np.ndarray]:
