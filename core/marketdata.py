@@ -246,6 +246,19 @@ class MarketDataStore:
         return panel_from_arrays(list(symbols), series)
 
 
+def read_symbol_arrays(root: str, source: str, frequency: str, symbol: str, lo: int | None, hi: int | None,
+                       adjusted: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One stored series as (int64 UTC ns timestamps, {field: float64 array}) within [lo, hi].
+
+    What a cluster worker calls to read its partition: ``root`` is the store's root (a
+    directory; a URI once the store speaks to buckets), the rest names the series. Raises
+    DataError naming the symbol when nothing is stored for it."""
+    path = Path(root) / check_source(source) / check_frequency(frequency) / f"symbol={check_symbol(symbol)}" / "bars.parquet"
+    if not path.is_file():
+        raise DataError(f"no {frequency} data from {source} for: {symbol}", symbol)
+    return _read_arrays(path, lo, hi, adjusted)
+
+
 def _read_arrays(path: Path, lo: int | None, hi: int | None,
                  adjusted: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     table = pq.read_table(path)
