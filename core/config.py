@@ -132,6 +132,28 @@ class Settings:
     max_upload_bytes: int = _env(
         "GPU_BACKTEST_MAX_UPLOAD_BYTES", parse_bytes, 100 * 1024**2, "largest accepted data upload"
     )
+    market_root: str | None = _env(
+        "GPU_BACKTEST_MARKET_ROOT", _opt_str, None,
+        "market-data root: a directory shared by servers and workers, or s3://bucket/prefix; "
+        "unset: <data dir>/market",
+    )
+    artifact_root: str | None = _env(
+        "GPU_BACKTEST_ARTIFACT_ROOT", _opt_str, None,
+        "where workers write job results (directory or s3://bucket/prefix); unset: <data dir>/artifacts",
+    )
+    task_retries: int = _env(
+        "GPU_BACKTEST_TASK_RETRIES", _int(0, 100), 3, "times a cluster task is retried after a worker is lost"
+    )
+
+    @property
+    def market_uri(self) -> str:
+        """The market-data root (GPU_BACKTEST_MARKET_ROOT, else ``<data dir>/market``)."""
+        return self.market_root or str(Path(self.data_dir).expanduser() / "market")
+
+    @property
+    def artifact_uri(self) -> str:
+        """The artifact root (GPU_BACKTEST_ARTIFACT_ROOT, else ``<data dir>/artifacts``)."""
+        return self.artifact_root or str(Path(self.data_dir).expanduser() / "artifacts")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -37,7 +37,7 @@ class MarketDataService:
                  store: MarketDataStore | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.pm = pm
-        self.store = store or MarketDataStore(Path(self.settings.data_dir) / "market")
+        self.store = store or MarketDataStore(self.settings.market_uri)
 
     # -- sources ----------------------------------------------------------------------------
     def sources(self) -> dict[str, Any]:
