@@ -7,23 +7,20 @@
 - else: ``distributed.LocalCluster`` sized to the machine — one worker process whose
   threads the numba kernel's ``prange`` already spreads over the cores.
 
-GPU-ness is configuration: the callers get a ``distributed.Client`` either way, and each
-worker builds its own `Backend` (`worker_engine`).
+GPU-ness is configuration: the callers get a ``distributed.Client`` either way; each worker
+builds its own stage context — backend, device, budget, plugins — from its own environment
+(`core/worker.py`), and jobs run on it through `DaskExecutor` (`core/executors.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import numpy as np
-
 from ..core.config import Settings
-from ..core.engine import CancelFn, Cancelled, ChunkTask, Engine
+from ..core.executors import DaskExecutor
 
 log = logging.getLogger(__name__)
 
@@ -94,46 +91,6 @@ def start_cluster(settings: Settings, processes: bool = True, dashboard_address:
     return ClusterHandle(Client(cluster), cluster, "local")
 
 
-@lru_cache(maxsize=1)
-def worker_engine() -> Engine:
-    """The engine of this worker process (built once: backend, plugins)."""
-    return Engine(Settings.from_env())
-
-
-def run_chunk_task(task: ChunkTask) -> dict[str, np.ndarray]:
-    """What a Dask worker runs for one chunk."""
-    return worker_engine().run_chunk(task)
-
-
-def dask_chunk_map(client: Any, window: int = 8):
-    """A chunk map for `Engine.run` that runs each chunk as a Dask task.
-
-    At most ``window`` chunks are in flight (bounded memory); results are yielded as they
-    complete; cancelling stops submitting and cancels what is in flight.
-    """
-    from distributed import as_completed
-
-    def run(tasks: Iterable[ChunkTask], cancel: CancelFn | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        it = iter(tasks)
-        pending = as_completed()
-        index = {}
-        for task in it:
-            fut = client.submit(run_chunk_task, task, pure=False)
-            index[fut.key] = task.index
-            pending.add(fut)
-            if pending.count() >= window:
-                break
-        for fut in pending:
-            if cancel is not None and cancel():
-                for f in list(pending.futures):
-                    f.cancel()
-                raise Cancelled("cancelled")
-            yield index.pop(fut.key), fut.result()
-            fut.release()
-            nxt = next(it, None)
-            if nxt is not None:
-                f2 = client.submit(run_chunk_task, nxt, pure=False)
-                index[f2.key] = nxt.index
-                pending.add(f2)
-
-    return run
+def executor(handle: ClusterHandle, settings: Settings) -> DaskExecutor:
+    """The executor that runs a job's stages on this cluster."""
+    return DaskExecutor(handle.client, retries=settings.task_retries)

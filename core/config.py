@@ -141,6 +141,10 @@ class Settings:
         "GPU_BACKTEST_ARTIFACT_ROOT", _opt_str, None,
         "where workers write job results (directory or s3://bucket/prefix); unset: <data dir>/artifacts",
     )
+    partition_cells: int = _env(
+        "GPU_BACKTEST_PARTITION_CELLS", _int(1), 50_000_000,
+        "bar × column cells per partition task (sets how many symbols a task takes)",
+    )
     task_retries: int = _env(
         "GPU_BACKTEST_TASK_RETRIES", _int(0, 100), 3, "times a cluster task is retried after a worker is lost"
     )

@@ -16,8 +16,9 @@ import pluggy
 
 from .config import Settings
 from .errors import DataError, NotFoundError, SpecError
-from .marketdata import CatalogEntry, MarketDataStore, check_frequency, check_source
+from .marketdata import CatalogEntry, MarketDataStore, bounds_ns, check_frequency, check_source
 from .panel import MarketPanel, check_symbol
+from .plan import DataSelection
 from .spec import BacktestSpec
 
 DEFAULT_SOURCE = "synthetic"
@@ -95,6 +96,49 @@ class MarketDataService:
         return [e for s in symbols if (e := self.store.entry(source, s, frequency)) is not None]
 
     # -- what a spec needs ------------------------------------------------------------------
+    def selection_for(self, spec: BacktestSpec) -> tuple[DataSelection, int]:
+        """The data selection of a run plan: the spec's universe (and benchmark) in the source's
+        spelling, fetched into the store first where missing, checked against the catalog (no
+        bar file is opened), with the date bounds and the store root workers read from. Also
+        returns the most bars any selected series holds (a partition-size hint)."""
+        src, name, universe, benchmark = self._universe(spec)
+        wanted = list(universe) + ([benchmark] if benchmark and benchmark not in universe else [])
+        d_start, d_end = src.default_range()
+        start = _ts(spec.start) if spec.start else d_start
+        end = _ts(spec.end) if spec.end else d_end
+        from ..plugins.datasources.base import FetchRange
+
+        src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)
+        stored = {e.symbol: e for e in self.store.catalog(name, spec.frequency)}
+        missing = [s for s in wanted if s not in stored]
+        if missing:
+            raise DataError(f"no {spec.frequency} data from {name} for: {', '.join(missing[:20])}"
+                            + (f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""), ",".join(missing))
+        lo, hi = bounds_ns(start, spec.end if spec.end else end)
+        hint = max((stored[s].rows for s in universe), default=1)
+        return DataSelection(name, spec.frequency, spec.adjusted, tuple(universe), benchmark, lo, hi,
+                             root=self.store.root_uri), hint
+
+    def _universe(self, spec: BacktestSpec) -> tuple[Any, str, list[str], str | None]:
+        name = spec.source or DEFAULT_SOURCE
+        try:
+            src = self.source(name)
+        except NotFoundError as exc:
+            raise SpecError("source", exc.message) from None
+        if spec.frequency not in src.frequencies:
+            raise SpecError("frequency", f"source {name} serves {', '.join(src.frequencies)}")
+        universe = (list(dict.fromkeys(src.normalize_symbol(s) for s in spec.symbols)) if spec.symbols
+                    else src.default_symbols(self.store, spec.frequency))
+        if not universe:
+            raise SpecError("symbols", f"no symbols given and none stored for source {name}")
+        for i, s in enumerate(universe):
+            try:
+                check_symbol(s)
+            except DataError as exc:
+                raise SpecError(f"symbols[{i}]", exc.message) from None
+        benchmark = src.normalize_symbol(spec.metrics.benchmark) if spec.metrics.benchmark else None
+        return src, name, universe, benchmark
+
     def panel_for(self, spec: BacktestSpec) -> tuple[MarketPanel, list[str], str | None]:
         """The panel a spec runs on (its universe plus any benchmark symbol), the universe and the
         benchmark symbol, both in the source's spelling (e.g. Tiingo's ``BRK-A`` for ``brk.a``)."""

@@ -1,10 +1,11 @@
-"""The engine: spec + market data → plan → signals → simulate → metrics → ranked table + details.
+"""The engine: spec → run plan → executor (stages, here or on a cluster) → ranked result.
 
 `run_backtest(spec, data)` is the Python API. Work is a matrix of columns (symbol ×
-parameter combination, symbol-major) over T bars, processed in chunks sized to the
-backend's memory budget. Sweep mode keeps O(columns) running sums per column; the top-k
-columns (or the single column of a single backtest) are re-simulated in record mode for their
-equity curves and trades.
+parameter combination, symbol-major) over T bars. `Engine.plan` turns a spec into a
+`RunPlan` (core/plan.py) once; an executor (core/executors.py: in-process, or Dask with
+``client=``) runs its stages; the compute primitives every stage uses live here:
+`Engine.sweep` (chunks sized to the backend's memory budget, sweep mode: O(columns) running
+sums) and `Engine.details` (record mode: equity curves and trades of a few columns).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,29 +21,37 @@ import numpy as np
 import pandas as pd
 import pluggy
 
+from . import artifacts
 from . import metrics as M
 from .backend import Backend, select_backend
 from .config import Settings
-from .errors import GpuBacktestError, NotFoundError, SpecError
+from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
+from .executors import CancelFn, Cancelled, DaskExecutor, Executor, LocalExecutor, ProgressFn
+from .loaders import BarsLoader, PanelLoader
+from .marketdata import bounds_ns
 from .panel import MarketPanel, to_panel
+from .plan import (
+    DataSelection,
+    RunPlan,
+    StrategyRef,
+    content_hash,
+    partition_symbols,
+    symbols_per_partition,
+)
+from .ranking import rank_sorted
 from .simulate import layout as L
 from .spec import BacktestSpec, expand_grid, grid_size
 from .strategy import SignalContext, Signals, Strategy
+from .worker import StageContext
 
 # bytes per (bar, column) a chunk needs: 4 bool signals, ~2 gathered float64 indicators and
 # boolean temporaries; plus 8 when the return series is kept for series metrics.
 BYTES_PER_CELL = 40
 BYTES_PER_CELL_SERIES = 8
 
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
+SUMMARY_ROWS = 20  # candidates kept per partition at least: the job summary's top rows
 
-
-class Cancelled(GpuBacktestError):
-    """The caller asked the run to stop (checked between chunks)."""
-
-    code = "cancelled"
-    status = 409
+__all__ = ["BacktestResult", "CancelFn", "Cancelled", "Engine", "ProgressFn", "StrategyError", "run_backtest"]
 
 
 class StrategyError(GpuBacktestError):
@@ -84,25 +93,6 @@ def plan_chunks(n_symbols: int, n_combos: int, n_bars: int, budget: int, bytes_p
 
 
 @dataclass
-class ChunkTask:
-    """One chunk as plain data (picklable, so a Dask worker can run it): host bars of a
-    symbol block, the combinations' parameter values, and what the metrics need."""
-
-    index: int
-    spec: dict[str, Any]
-    strategy: str
-    bars: dict[str, np.ndarray]
-    params: dict[str, np.ndarray]
-    block: tuple[int, int]
-    ppy: float
-    need_series: bool
-    benchmark: np.ndarray | None
-
-
-ChunkMap = Callable[[Iterable[ChunkTask], "CancelFn | None"], Iterator[tuple[int, dict[str, np.ndarray]]]]
-
-
-@dataclass
 class RunOptions:
     """The spec's options as the kernel's float and int option arrays."""
 
@@ -138,7 +128,8 @@ class RunOptions:
 
 @dataclass
 class BacktestResult:
-    """The outcome: ``table`` (one row per column, ranked), ``details`` (top-k), ``info``."""
+    """The outcome: ``table`` (one row per column, ranked — or, when the run wrote its table to
+    an ``artifact`` location, the top rows), ``details`` (top-k), ``info``."""
 
     spec: BacktestSpec
     table: pd.DataFrame
@@ -146,6 +137,7 @@ class BacktestResult:
     info: dict[str, Any] = field(default_factory=dict)
     param_names: list[str] = field(default_factory=list)
     metric_names: list[str] = field(default_factory=list)
+    artifact: str | None = None  # where the full table's pieces are (then ``table`` holds the top rows)
 
     def rows(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Ranked result rows as ``{"rank", "column", "symbol", "params", "metrics"}`` dicts."""
@@ -195,7 +187,7 @@ def _bool_signal(xp: Any, arr: Any, shape: tuple[int, int], name: str, strategy:
 
 
 class Engine:
-    """Runs specs on one backend; `run` is the whole pipeline."""
+    """Plans specs and computes on one backend; `run` is the whole pipeline."""
 
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None,
                  pm: pluggy.PluginManager | None = None, data_service: Any = None) -> None:
@@ -213,160 +205,158 @@ class Engine:
             self._data_service = MarketDataService(self.settings, self.pm)
         return self._data_service
 
-    def prepare(self, spec: Any, data: Any = None
-                ) -> tuple[BacktestSpec, Strategy, dict[str, np.ndarray], MarketPanel, MarketPanel]:
-        """Validate the spec, build the grid and load the panel; every user error raised here.
+    def stage_context(self) -> StageContext:
+        """This engine as a stage context (in-process executors)."""
+        from ..plugins.manager import strategies
 
-        Returns the spec, strategy, grid, the whole loaded panel (benchmark included) and the
-        panel the run trades (the spec's symbols and dates). ``data`` None: the spec's
-        ``source`` (default synthetic) through the data store."""
+        return StageContext(self.settings, self.backend, strategies(self.pm))
+
+    # -- planning -----------------------------------------------------------------------------
+    def plan(self, spec: Any, data: Any = None) -> tuple[RunPlan, BarsLoader | None]:
+        """Validate the spec and resolve everything a run depends on into a `RunPlan`; every
+        user error that can be known before computing is raised here.
+
+        ``data`` None: the spec's ``source`` (default synthetic) through the data store (missing
+        bars are fetched first; workers then read the store); else bars in memory, served by
+        the returned loader."""
         spec = BacktestSpec.from_dict(spec)
         strategy = resolve_strategy(spec, self.pm)
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
+        loader: BarsLoader | None = None
         if data is None:
-            panel, symbols, bench = self.data_service.panel_for(spec)
-            if bench != spec.metrics.benchmark:  # the source's spelling of the benchmark symbol
-                spec = dataclasses.replace(spec, metrics=dataclasses.replace(spec.metrics, benchmark=bench))
+            selection, bars_hint = self.data_service.selection_for(spec)
         else:
             panel = to_panel(data)
-            symbols = list(spec.symbols) if spec.symbols is not None else None
-        selected = panel.select(symbols, spec.start, spec.end)
-        if selected.n_bars == 0:
-            raise SpecError("start", "no bars in the requested date range")
-        n_cols = selected.n_symbols * grid_size(grid)
+            lo, hi = bounds_ns(spec.start, spec.end)
+            symbols = tuple(spec.symbols) if spec.symbols is not None else tuple(panel.symbols)
+            missing = [s for s in symbols if s not in set(panel.symbols)]
+            if missing:
+                raise DataError(f"no data for symbol(s): {', '.join(missing)}", ",".join(missing))
+            bench = spec.metrics.benchmark
+            if bench is not None and bench not in panel.symbols:
+                raise SpecError("metrics.benchmark", f"no data for benchmark symbol {bench!r}")
+            selection = DataSelection(None, spec.frequency, spec.adjusted, symbols, bench, lo, hi)
+            loader = PanelLoader(panel, lo, hi)
+            bars_hint = panel.n_bars
+        k = grid_size(grid)
+        n_cols = len(selection.symbols) * k
         if n_cols > self.settings.max_columns:
             raise SpecError("params", f"{n_cols} columns (symbols × combinations) exceed the limit "
                                       f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
-        if spec.metrics.benchmark is not None and spec.metrics.benchmark not in panel.symbols:
-            raise SpecError("metrics.benchmark", f"no data for benchmark symbol {spec.metrics.benchmark!r}")
-        return spec, strategy, grid, panel, selected
+        if selection.benchmark != spec.metrics.benchmark:  # the source's spelling of the benchmark symbol
+            spec = dataclasses.replace(spec, metrics=dataclasses.replace(spec.metrics, benchmark=selection.benchmark))
+        per = symbols_per_partition(k, bars_hint, self.settings.partition_cells)
+        plan = RunPlan(strategy=self.strategy_ref(strategy.name), spec=spec.to_dict(),
+                       grid={name: v.tolist() for name, v in grid.items()}, data=selection,
+                       partitions=partition_symbols(len(selection.symbols), per))
+        return dataclasses.replace(plan, hash=content_hash(plan)), loader
 
+    def strategy_ref(self, name: str) -> StrategyRef:
+        """The strategy and the plugin/distribution/version that provide it."""
+        from ..plugins.manager import strategy_provenance
+
+        return StrategyRef(name=name, **strategy_provenance(name, self.pm))
+
+    # -- running ------------------------------------------------------------------------------
     def run(self, spec: Any, data: Any = None, progress: ProgressFn | None = None,
-            cancel: CancelFn | None = None, chunk_map: ChunkMap | None = None) -> BacktestResult:
+            cancel: CancelFn | None = None, executor: Executor | None = None,
+            artifact: str | None = None) -> BacktestResult:
         """Run a spec on data (any form `to_panel` accepts; None: the spec's data source).
 
-        ``chunk_map(tasks, cancel)`` runs the sweep's chunk tasks and yields ``(index, metrics)``
-        in any order: `map_chunks` (default) runs them here; the service passes a Dask map."""
+        ``executor``: in-process by default; a `DaskExecutor` runs the stages on a cluster.
+        ``artifact``: where the full table's ranked Parquet pieces go (the result then holds
+        the top rows only; `BacktestResult.artifact` names the location)."""
         t0 = time.perf_counter()
-        spec, strategy, grid, full_panel, panel = self.prepare(spec, data)
-        ppy = spec.metrics.periods_per_year or panel.periods_per_year()
+        plan, loader = self.plan(spec, data)
+        spec = BacktestSpec.from_dict(plan.spec)
+        if executor is None:
+            executor = LocalExecutor(self.stage_context(), loader)
+        elif loader is not None and getattr(executor, "loader", None) is None:
+            executor.loader = loader  # type: ignore[attr-defined]
+        single = plan.n_columns == 1
+        top_k = 1 if single else spec.output.top_k
+        n_top = max(top_k, SUMMARY_ROWS)
+        ex = executor.execute(plan, n_top, top_k, artifact, progress, cancel)
         wanted = list(spec.output.metrics or M.METRICS)
-        need_series = any(m in M.SERIES_METRICS for m in wanted)
-        benchmark = self._benchmark(spec, full_panel, panel)
-        sweep = self._sweep(spec, strategy, grid, panel, ppy, need_series, benchmark, progress, cancel, chunk_map)
-        k = grid_size(grid)
-        table = self._table(panel, grid, sweep, wanted, spec)
-        top = table.head(spec.output.top_k if panel.n_symbols * k > 1 else 1)
-        details = self._details(spec, strategy, grid, panel, top, ppy, benchmark, wanted)
-        self.backend.synchronize()
+        rank_by = spec.output.rank_by
+        if ex.table is not None:
+            table = rank_sorted(ex.table, rank_by)
+        else:
+            table = ex.top.reset_index(drop=True)
+            artifacts.write_manifest(artifact or "", rank_by, list(ex.top.columns), ex.pieces, ex.n_rows)
+        table.insert(0, "rank", np.arange(1, len(table) + 1))
+        backends = sorted({str(r["backend"]) for r in ex.ran_on if r["stage"] == "partition"})
         info = {
-            "strategy": strategy.name,
-            "backend": self.backend.name,
-            "n_bars": panel.n_bars,
-            "n_symbols": panel.n_symbols,
-            "n_combinations": k,
-            "n_columns": panel.n_symbols * k,
-            "chunks": sweep["chunks"],
-            "periods_per_year": ppy,
-            "start": panel.index[0].isoformat(),
-            "end": panel.index[-1].isoformat(),
-            "rank_by": spec.output.rank_by,
+            "strategy": plan.strategy.name,
+            "strategy_source": {"plugin": plan.strategy.plugin, "distribution": plan.strategy.distribution,
+                                "version": plan.strategy.version},
+            "backend": backends[0] if len(backends) == 1 else ",".join(backends),
+            "n_bars": ex.calendar.n_bars,
+            "n_symbols": plan.n_symbols,
+            "n_combinations": plan.n_combinations,
+            "n_columns": plan.n_columns,
+            "chunks": ex.chunks,
+            "partitions": len(plan.partitions),
+            "periods_per_year": ex.calendar.periods_per_year,
+            "start": ex.calendar.index[0].isoformat(),
+            "end": ex.calendar.index[-1].isoformat(),
+            "rank_by": rank_by,
+            "plan_hash": plan.hash,
+            "ran_on": ex.ran_on,
+            "stage_seconds": {k: round(v, 6) for k, v in ex.seconds.items()},
             "elapsed_s": round(time.perf_counter() - t0, 6),
         }
         if progress:
             progress(1.0, "done")
-        return BacktestResult(spec, table, details, info, list(grid), wanted)
+        return BacktestResult(spec, table, ex.details, info, list(plan.grid), wanted, artifact=artifact)
 
-    # -- pieces ---------------------------------------------------------------------------
-    def _benchmark(self, spec: BacktestSpec, full: MarketPanel, panel: MarketPanel) -> np.ndarray | None:
-        if spec.metrics.benchmark is None:
-            return None
-        b = full.select([spec.metrics.benchmark])
-        close = pd.Series(b.close[:, 0], index=b.index).reindex(panel.index)
-        r = close.pct_change(fill_method=None).to_numpy(dtype=np.float64, copy=True)
-        r[~np.isfinite(r)] = 0.0
-        return r
-
-    def _sweep(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
-               ppy: float, need_series: bool, benchmark: np.ndarray | None,
-               progress: ProgressFn | None, cancel: CancelFn | None,
-               chunk_map: ChunkMap | None = None) -> dict[str, Any]:
-        be = self.backend
+    # -- compute primitives (what the stages call) ----------------------------------------
+    def sweep(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
+              ppy: float, need_series: bool, benchmark: np.ndarray | None,
+              cancel: CancelFn | None = None) -> tuple[dict[str, np.ndarray], int]:
+        """Sweep-mode metrics of every (symbol, combination) column of ``panel`` (symbol-major),
+        in chunks within this backend's memory budget; host arrays out, and the chunk count."""
+        be, xp = self.backend, self.backend.xp
         n_bars, n_sym, n_combo = panel.n_bars, panel.n_symbols, grid_size(grid)
         cell = BYTES_PER_CELL + (BYTES_PER_CELL_SERIES if need_series else 0)
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
+        opts = RunOptions.from_spec(spec)
+        iopts = be.asarray(opts.with_flags(need_series, False))
+        fopts = be.asarray(opts.fopts)
+        dummies = self._dummies()
+        bench = be.asarray(benchmark) if (need_series and benchmark is not None) else None
         bars_host = panel.bars()
-        spec_doc = spec.to_dict()
-
-        def tasks() -> Iterator[ChunkTask]:
-            for i, chunk in enumerate(chunks):
-                yield ChunkTask(
-                    index=i, spec=spec_doc, strategy=strategy.name,
-                    bars={f: a[:, chunk.sym_start:chunk.sym_stop] for f, a in bars_host.items()},
-                    params={name: v[chunk.combo_start:chunk.combo_stop] for name, v in grid.items()},
-                    block=(chunk.sym_start, chunk.sym_stop), ppy=ppy, need_series=need_series,
-                    benchmark=benchmark)
-
         out: dict[str, np.ndarray] = {}
-        done = 0
-        def runner(tasks: Iterable[ChunkTask], cancel: CancelFn | None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-            return self.map_chunks(tasks, cancel, strategy)
-
-        if chunk_map is not None:
-            runner = chunk_map
-        for i, vals in runner(tasks(), cancel):
-            chunk = chunks[i]
-            # global column index of (symbol s, combo k) is s * K + k
+        cache: dict[Any, Any] = {}
+        block = None
+        for chunk in chunks:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            if (chunk.sym_start, chunk.sym_stop) != block:  # indicators are shared within a symbol block
+                cache, block = {}, (chunk.sym_start, chunk.sym_stop)
+            bars = {f: be.kernel_layout(be.asarray(a[:, chunk.sym_start:chunk.sym_stop])) for f, a in bars_host.items()}
+            params = {name: v[chunk.combo_start:chunk.combo_stop] for name, v in grid.items()}
+            sig = self._signals(strategy, bars, params, cache, spec)
+            n_s = chunk.sym_stop - chunk.sym_start
+            n_k = chunk.combo_stop - chunk.combo_start
+            sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
+            ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if need_series else dummies[0]
+            acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
+                              sig.entries, sig.exits, sig.short_entries, sig.short_exits,
+                              fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3])
+            vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
+            if need_series:
+                vals.update(M.series_metrics(ret_buf, ppy, spec.metrics.risk_free, bench, xp=xp))
+            # column of (symbol s, combo k) within the panel is s * K + k
             s_idx = np.arange(chunk.sym_start, chunk.sym_stop)
             k_idx = np.arange(chunk.combo_start, chunk.combo_stop)
             cols = (s_idx[:, None] * n_combo + k_idx[None, :]).reshape(-1)
             for name, v in vals.items():
                 if name not in out:
                     out[name] = np.full(n_sym * n_combo, np.nan)
-                out[name][cols] = v
-            done += chunk.n_columns
-            if progress:
-                progress(0.9 * done / (n_sym * n_combo), "simulating")
-        return {"metrics": out, "chunks": len(chunks)}
-
-    def map_chunks(self, tasks: Iterable[ChunkTask], cancel: CancelFn | None = None,
-                   strategy: Strategy | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Run chunk tasks here, one after the other (indicators shared within a symbol block;
-        ``strategy`` saves resolving the tasks' strategy by name for every chunk)."""
-        cache: dict[Any, Any] = {}
-        block = None
-        for task in tasks:
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled")
-            if task.block != block:
-                cache, block = {}, task.block
-            yield task.index, self.run_chunk(task, cache, strategy)
-
-    def run_chunk(self, task: ChunkTask, cache: dict[Any, Any] | None = None,
-                  strategy: Strategy | None = None) -> dict[str, np.ndarray]:
-        """Signals → simulate (sweep mode) → metrics for one chunk; host arrays out."""
-        be, xp = self.backend, self.backend.xp
-        spec = BacktestSpec.from_dict(task.spec)
-        if strategy is None:
-            strategy = resolve_strategy(spec, self.pm)
-        opts = RunOptions.from_spec(spec)
-        iopts = be.asarray(opts.with_flags(task.need_series, False))
-        fopts = be.asarray(opts.fopts)
-        dummies = self._dummies()
-        bars = {f: be.kernel_layout(be.asarray(a)) for f, a in task.bars.items()}
-        sig = self._signals(strategy, bars, task.params, {} if cache is None else cache, spec)
-        n_bars, n_s = bars["close"].shape
-        n_k = grid_size(task.params) if task.params else 1
-        sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
-        ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if task.need_series else dummies[0]
-        acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
-                          sig.entries, sig.exits, sig.short_entries, sig.short_exits,
-                          fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3])
-        vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, task.ppy, spec.metrics.risk_free, xp=xp)
-        if task.need_series:
-            bench = be.asarray(task.benchmark) if task.benchmark is not None else None
-            vals.update(M.series_metrics(ret_buf, task.ppy, spec.metrics.risk_free, bench, xp=xp))
-        return {name: be.to_host(v) for name, v in vals.items()}
+                out[name][cols] = be.to_host(v)
+        be.synchronize()
+        return out, len(chunks)
 
     def _dummies(self) -> tuple[Any, Any, Any, Any]:
         xp = self.backend.xp
@@ -390,31 +380,12 @@ class Engine:
         return Signals(entries, exits, check(sig.short_entries, "short_entries"),
                        check(sig.short_exits, "short_exits"))
 
-    def _table(self, panel: MarketPanel, grid: Mapping[str, np.ndarray], sweep: dict[str, Any],
-               wanted: Sequence[str], spec: BacktestSpec) -> pd.DataFrame:
-        k = grid_size(grid)
-        n = panel.n_symbols * k
-        cols: dict[str, Any] = {"column": np.arange(n),
-                                "symbol": np.repeat(np.array(panel.symbols, dtype=object), k)}
-        for name, values in grid.items():
-            cols[name] = np.tile(values, panel.n_symbols)
-        for m in wanted:
-            cols[m] = sweep["metrics"].get(m, np.full(n, np.nan))
-        df = pd.DataFrame(cols)
-        key = spec.output.rank_by
-        direction = M.metric_direction(key)
-        score = df[key].to_numpy(dtype=np.float64) * direction
-        score = np.where(np.isnan(score), -np.inf, score)
-        order = np.lexsort((df["column"].to_numpy(), -score))
-        df = df.iloc[order].reset_index(drop=True)
-        df.insert(0, "rank", np.arange(1, n + 1))
-        return df
-
-    def _details(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray],
-                 panel: MarketPanel, top: pd.DataFrame, ppy: float, benchmark: np.ndarray | None,
-                 wanted: Sequence[str]) -> list[dict[str, Any]]:
-        """Re-simulate the top columns in record mode: equity curves, trades, record-mode metrics."""
-        if top.empty:
+    def details(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
+                s: int, combos: Sequence[int], ppy: float, benchmark: np.ndarray | None,
+                wanted: Sequence[str], sym_offset: int = 0) -> list[dict[str, Any]]:
+        """Re-simulate combinations ``combos`` of panel symbol ``s`` in record mode: equity
+        curves, trades, record-mode metrics (global column = (sym_offset + s) × K + combo)."""
+        if not combos:
             return []
         be, xp = self.backend, self.backend.xp
         k = grid_size(grid)
@@ -423,45 +394,37 @@ class Engine:
         fopts = be.asarray(opts.fopts)
         n_bars = panel.n_bars
         times = iso_times(panel.index) if spec.output.equity_curves else []
-        details: dict[int, dict[str, Any]] = {}
-        order = [int(c) for c in top["column"]]
-        by_symbol: dict[int, list[int]] = {}
-        for col in order:
-            by_symbol.setdefault(col // k, []).append(col % k)
-        for s, combos in by_symbol.items():
-            bars = {f: be.kernel_layout(be.asarray(a[:, s:s + 1])) for f, a in panel.bars().items()}
-            params = {name: v[combos] for name, v in grid.items()}
-            sig = self._signals(strategy, bars, params, {}, spec)
-            n = len(combos)
-            max_trades = n_bars + 1
-            ret = xp.empty((n_bars, n), dtype=xp.float64)
-            eq = xp.empty((n_bars, n), dtype=xp.float64)
-            trades = xp.zeros((n, max_trades, L.N_TFIELDS), dtype=xp.float64)
-            ntr = xp.zeros(n, dtype=xp.int64)
-            sym = xp.zeros(n, dtype=xp.int64)
-            be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
-                        sig.entries, sig.exits, sig.short_entries, sig.short_exits,
-                        fopts, iopts, ret, eq, trades, ntr)
-            vals = M.metrics_from_records(eq, trades, ntr, spec.execution.init_cash, ppy,
-                                          spec.metrics.risk_free, xp=xp)
-            vals.update(M.series_metrics(ret, ppy, spec.metrics.risk_free,
-                                         be.asarray(benchmark) if benchmark is not None else None, xp=xp))
-            eq_h, tr_h, nt_h = be.to_host(eq), be.to_host(trades), be.to_host(ntr)
-            vals_h = {m: be.to_host(v) for m, v in vals.items()}
-            for j, combo in enumerate(combos):
-                col = s * k + combo
-                d: dict[str, Any] = {
-                    "column": col,
-                    "symbol": panel.symbols[s],
-                    "params": {name: _json_scalar(v[combo]) for name, v in grid.items()},
-                    "metrics": {m: _json_scalar(vals_h[m][j]) for m in wanted if m in vals_h},
-                }
-                if spec.output.equity_curves:
-                    d["equity"] = {"time": times, "value": [float(x) for x in eq_h[:, j]]}
-                if spec.output.trades:
-                    d["trades"] = trades_to_dicts(tr_h[j, : int(nt_h[j])], panel.index)
-                details[col] = d
-        return [details[c] for c in order]
+        bars = {f: be.kernel_layout(be.asarray(a[:, s:s + 1])) for f, a in panel.bars().items()}
+        params = {name: v[list(combos)] for name, v in grid.items()}
+        sig = self._signals(strategy, bars, params, {}, spec)
+        n = len(combos)
+        ret = xp.empty((n_bars, n), dtype=xp.float64)
+        eq = xp.empty((n_bars, n), dtype=xp.float64)
+        trades = xp.zeros((n, n_bars + 1, L.N_TFIELDS), dtype=xp.float64)
+        ntr = xp.zeros(n, dtype=xp.int64)
+        sym = xp.zeros(n, dtype=xp.int64)
+        be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
+                    sig.entries, sig.exits, sig.short_entries, sig.short_exits,
+                    fopts, iopts, ret, eq, trades, ntr)
+        vals = M.metrics_from_records(eq, trades, ntr, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
+        vals.update(M.series_metrics(ret, ppy, spec.metrics.risk_free,
+                                     be.asarray(benchmark) if benchmark is not None else None, xp=xp))
+        eq_h, tr_h, nt_h = be.to_host(eq), be.to_host(trades), be.to_host(ntr)
+        vals_h = {m: be.to_host(v) for m, v in vals.items()}
+        out = []
+        for j, combo in enumerate(combos):
+            d: dict[str, Any] = {
+                "column": (sym_offset + s) * k + combo,
+                "symbol": panel.symbols[s],
+                "params": {name: _json_scalar(v[combo]) for name, v in grid.items()},
+                "metrics": {m: _json_scalar(vals_h[m][j]) for m in wanted if m in vals_h},
+            }
+            if spec.output.equity_curves:
+                d["equity"] = {"time": times, "value": [float(x) for x in eq_h[:, j]]}
+            if spec.output.trades:
+                d["trades"] = trades_to_dicts(tr_h[j, : int(nt_h[j])], panel.index)
+            out.append(d)
+        return out
 
 
 def iso_times(index: pd.DatetimeIndex) -> list[str]:
@@ -495,16 +458,19 @@ def trades_to_dicts(records: np.ndarray, index: pd.DatetimeIndex) -> list[dict[s
 
 def run_backtest(spec: Any, data: Any = None, *, settings: Settings | None = None, backend: Backend | str | None = None,
                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                 pm: pluggy.PluginManager | None = None) -> BacktestResult:
+                 pm: pluggy.PluginManager | None = None, client: Any = None) -> BacktestResult:
     """Run one backtest or a parameter sweep.
 
     ``spec``: a dict (the POST /backtest document) or a `BacktestSpec`. ``data``: a long
     DataFrame (timestamp/date, symbol, open, high, low, close, volume), a dict of per-symbol
     DataFrames, a `MarketPanel`, CSV/Parquet path(s), or None: the spec's ``source`` (default
-    ``synthetic``) through the market-data store, fetching what is missing. Raises `SpecError` / `DataError`
-    (subclasses of `GpuBacktestError`) naming the bad field or file.
+    ``synthetic``) through the market-data store, fetching what is missing. ``client``: a
+    ``distributed.Client`` — the stages then run on its cluster (workers read the store, or
+    the in-memory bars scattered to them). Raises `SpecError` / `DataError` (subclasses of
+    `GpuBacktestError`) naming the bad field or file.
     """
     settings = settings or Settings.from_env()
     if isinstance(backend, str):
         backend = select_backend(settings, backend)
-    return Engine(settings, backend, pm).run(spec, data, progress=progress, cancel=cancel)
+    executor = DaskExecutor(client, retries=settings.task_retries) if client is not None else None
+    return Engine(settings, backend, pm).run(spec, data, progress=progress, cancel=cancel, executor=executor)

@@ -20,6 +20,18 @@ class GpuBacktestError(Exception):
         """The JSON error envelope's inner object."""
         return {"code": self.code, "message": self.message, "details": self.details}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # subclasses take other constructor arguments: rebuild from the state, so an error
+        # raised in a cluster task reaches the server as itself (code, message, details)
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
+
+
+def _restore(cls: type[GpuBacktestError], message: str, state: dict[str, Any]) -> GpuBacktestError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
 
 class ConfigError(GpuBacktestError):
     """An environment variable has an invalid value."""

@@ -3,7 +3,8 @@
 - Jobs are persisted (`JobStore`) before they are acknowledged; a dispatcher claims them in
   submission order while fewer than ``MAX_CONCURRENT_JOBS`` run in this process.
 - A job runs the engine in a worker thread (the event loop never blocks on compute or on
-  the database); the sweep's chunks go to the Dask cluster through the chunk map.
+  the database): the engine plans the run, and the executor (Dask: the cluster's workers)
+  runs its stages; the workers write the table's pieces to the job's artifact location.
 - Progress is written as chunks finish (throttled); a cancel request stops a running job at
   its next chunk, and a queued job never starts.
 - On start-up, jobs left ``running`` by a dead process are re-queued (bounded attempts, then
@@ -22,25 +23,23 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from . import artifacts
 from .config import Settings
-from .engine import Cancelled, ChunkMap, Engine, resolve_strategy
+from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
 from .errors import GpuBacktestError
+from .executors import Executor
 from .spec import BacktestSpec, expand_grid
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
-SUMMARY_ROWS = 20
 
 
 def spec_hash(doc: Any) -> str:
@@ -57,17 +56,16 @@ class JobManager:
     """Owns the dispatcher task and the running jobs of this server process."""
 
     def __init__(self, settings: Settings, store: Any, engine: Engine,
-                 chunk_map_factory: Callable[[], ChunkMap | None] | None = None,
+                 executor_factory: Callable[[], Executor | None] | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
-        self.chunk_map_factory = chunk_map_factory or (lambda: None)
+        self.executor_factory = executor_factory or (lambda: None)
         self.on_event = on_event or (lambda name, data: None)
         self.owner = uuid.uuid4().hex
         self.max_running = settings.max_concurrent_jobs
-        self.artifacts = Path(settings.data_dir) / "artifacts"
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.artifact_root = settings.artifact_uri
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_flags: dict[str, threading.Event] = {}
         self._wake = asyncio.Event()
@@ -174,9 +172,11 @@ class JobManager:
 
         status, summary, error, artifact = "failed", None, None, None
         try:
+            location = artifacts.job_dir(self.artifact_root, job.id)
+            await asyncio.to_thread(artifacts.delete, location)  # pieces of an interrupted attempt
             result = await asyncio.to_thread(self.engine.run, job.spec, None, progress, cancelled,
-                                             self.chunk_map_factory())
-            artifact = await asyncio.to_thread(self._write_artifact, job.id, result.table)
+                                             self.executor_factory(), location)
+            artifact = result.artifact
             summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS), "details": result.details}
             status = "succeeded"
         except Cancelled:
@@ -204,19 +204,6 @@ class JobManager:
         self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0})
         if wrote and job.callback_url:
             await self._callback(job.id, job.callback_url)
-
-    def _write_artifact(self, job_id: str, table: Any) -> str:
-        """The full per-column table as Parquet, written atomically; returns its path."""
-        path = self.artifacts / f"{job_id}.parquet"
-        fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".tmp", dir=self.artifacts)
-        os.close(fd)
-        try:
-            table.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return str(path)
 
     async def _callback(self, job_id: str, url: str) -> None:
         job = await asyncio.to_thread(self.store.get, job_id)

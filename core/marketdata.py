@@ -98,6 +98,7 @@ class MarketDataStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root_uri = str(self.root)
         self._lock = threading.Lock()
         with closing(self._db()) as db, db:
             db.execute(
@@ -253,7 +254,8 @@ def read_symbol_arrays(root: str, source: str, frequency: str, symbol: str, lo: 
     What a cluster worker calls to read its partition: ``root`` is the store's root (a
     directory; a URI once the store speaks to buckets), the rest names the series. Raises
     DataError naming the symbol when nothing is stored for it."""
-    path = Path(root) / check_source(source) / check_frequency(frequency) / f"symbol={check_symbol(symbol)}" / "bars.parquet"
+    path = Path(root) / check_source(source) / check_frequency(frequency) / f"symbol={check_symbol(symbol)}"
+    path = path / "bars.parquet"
     if not path.is_file():
         raise DataError(f"no {frequency} data from {source} for: {symbol}", symbol)
     return _read_arrays(path, lo, hi, adjusted)
@@ -294,6 +296,14 @@ def panel_from_arrays(symbols: list[str], series: Iterable[tuple[np.ndarray, dic
             arrays[f][rows, j] = cols[f]
     index = pd.DatetimeIndex(all_ts.astype("datetime64[ns]")).tz_localize("UTC")
     return MarketPanel(index=index, symbols=list(symbols), **arrays)
+
+
+def bounds_ns(start: Any, end: Any) -> tuple[int | None, int | None]:
+    """A run's [lo, hi] bounds in UTC ns: ``start`` from its first instant, ``end`` through its
+    last (a bare date includes its whole day); None: unbounded."""
+    lo = _utc(start).value if start is not None else None
+    hi = _end_utc(end).value if end is not None else None
+    return lo, hi
 
 
 def _entry(row: Sequence[Any]) -> CatalogEntry:

@@ -7,6 +7,7 @@ built-ins included; unset loads all. ``GPU_BACKTEST_TRACE_PLUGINS=1`` logs every
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 import os
 from functools import lru_cache
@@ -97,6 +98,31 @@ def get_strategy(name: str, pm: pluggy.PluginManager | None = None) -> Strategy:
     if name not in known:
         raise NotFoundError(f"unknown strategy {name!r}; known: {', '.join(sorted(known))}", {"strategy": name})
     return known[name]
+
+
+def strategy_provenance(name: str, pm: pluggy.PluginManager | None = None) -> dict[str, str | None]:
+    """Which plugin registered strategy ``name``, and the distribution and version it came from
+    (the built-ins: this package's); Nones when the strategy is unknown."""
+    pm = pm or default_plugin_manager()
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    for impl in pm.hook.register_strategies.get_hookimpls():  # registration order: first wins
+        names = [s.name for s in (impl.function() or [])]
+        if name not in names:
+            continue
+        dist = dists.get(id(impl.plugin))
+        if dist is not None:
+            return {"plugin": impl.plugin_name, "distribution": dist.project_name, "version": dist.version}
+        if impl.plugin_name in DEFAULT_PLUGINS:
+            return {"plugin": impl.plugin_name, "distribution": "gpu-backtest", "version": _own_version()}
+        return {"plugin": impl.plugin_name, "distribution": None, "version": None}
+    return {"plugin": None, "distribution": None, "version": None}
+
+
+def _own_version() -> str | None:
+    try:
+        return importlib.metadata.version("gpu-backtest")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def data_sources(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:

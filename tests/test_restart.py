@@ -69,9 +69,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _check_artifact(job: dict[str, Any], artifacts: Path) -> None:
-    """The artifact is the job's one file and agrees with its summary (size, ranking, metrics)."""
-    path = artifacts / f"{job['job_id']}.parquet"
-    table = pd.read_parquet(path)
+    """The artifact is the job's pieces + manifest and agrees with its summary (size, ranking, metrics)."""
+    from gpu_backtest.core.artifacts import Artifact
+
+    path = artifacts / job["job_id"]
+    assert (path / "manifest.json").is_file()
+    assert sorted(p.name for p in path.iterdir() if not p.name.startswith("part-")) == ["manifest.json"]
+    table = Artifact.open(str(path)).read_all()
     info = job["summary"]["info"]
     assert len(table) == info["n_columns"] == info["n_symbols"] * info["n_combinations"]
     top = job["summary"]["top"]
@@ -121,7 +125,7 @@ def _restart_scenario(tmp_path: Path, env: dict[str, str]) -> None:
         assert [final[i]["attempts"] for i in ids[1:]] == [1] * (len(ids) - 1)
         artifacts = data / "artifacts"
         files = sorted(p.name for p in artifacts.iterdir())
-        assert files == sorted(f"{i}.parquet" for i in ids), files  # one result each, no leftovers
+        assert files == sorted(ids), files  # one result each, no leftovers
         for i in ids:
             _check_artifact(final[i], artifacts)
             page = client.results(i, limit=1)

@@ -77,14 +77,14 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         app[K.CLUSTER] = handle
         engine = Engine(settings, select_backend(settings), pm, data)
         app[K.ENGINE] = engine
-        chunk_map_factory = None
+        executor_factory = None
         if handle is not None:
-            from ..cluster.dask import dask_chunk_map
+            from ..cluster.dask import executor
 
-            def chunk_map_factory() -> Any:
-                return dask_chunk_map(handle.client)
+            def executor_factory() -> Any:
+                return executor(handle, settings)
 
-        jobs = JobManager(settings, store, engine, chunk_map_factory, metrics.on_job_event)
+        jobs = JobManager(settings, store, engine, executor_factory, metrics.on_job_event)
         app[K.JOBS] = jobs
         await jobs.start()
         # warm the demo data in the background so a first backtest needs no generation

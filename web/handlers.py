@@ -19,8 +19,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from aiohttp import web
 
+from ..core.artifacts import Artifact
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
 from ..plugins.manager import strategies
@@ -180,7 +183,8 @@ async def cancel_backtest(request: web.Request) -> web.Response:
 
 
 async def backtest_results(request: web.Request) -> web.StreamResponse:
-    """GET /backtest/{job_id}/results?format=json|csv|parquet&limit=&offset=&sort=: the full table."""
+    """GET /backtest/{job_id}/results?format=json|csv|parquet&limit=&offset=&sort=: the full table,
+    read from the job's Parquet pieces (merged in rank order, in bounded memory, off the loop)."""
     job = await _job(request)
     if job.status != "succeeded" or not job.artifact_path:
         raise Conflict(f"job {job.id} is {job.status}; results exist once it has succeeded",
@@ -188,32 +192,88 @@ async def backtest_results(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv", "parquet"):
         raise BadRequest("format must be json, csv or parquet", {"parameter": "format"})
-    path = Path(job.artifact_path)
-    if fmt == "parquet":
-        return web.FileResponse(path, headers={"Content-Type": "application/vnd.apache.parquet",
-                                               "Content-Disposition": f'attachment; filename="{job.id}.parquet"'})
-    table = await asyncio.to_thread(pd.read_parquet, path)
+    art = await asyncio.to_thread(Artifact.open, job.artifact_path)
+    columns = art.table_columns()
     sort = request.query.get("sort")
+    desc = False
     if sort is not None:
         desc = sort.startswith("-")
-        col = sort.lstrip("-")
-        if col not in table.columns:
-            raise BadRequest(f"cannot sort by {col!r}; columns: {', '.join(table.columns)}", {"parameter": "sort"})
-        table = table.sort_values(col, ascending=not desc, kind="stable", na_position="last")
+        sort = sort.lstrip("-")
+        if sort not in columns:
+            raise BadRequest(f"cannot sort by {sort!r}; columns: {', '.join(columns)}", {"parameter": "sort"})
+    paged = "limit" in request.query or "offset" in request.query
+    if fmt == "json":
+        limit = _int_param(request, "limit", 100, 1, 10_000)
+        offset = _int_param(request, "offset", 0, 0, 10**9)
+        page = await asyncio.to_thread(art.page, offset, limit, sort, desc)
+        rows = await asyncio.to_thread(_json_rows, page)
+        return web.json_response({"job_id": job.id, "total": art.total, "limit": limit, "offset": offset,
+                                  "columns": columns, "rows": rows})
     if fmt == "csv":
-        if "limit" in request.query or "offset" in request.query:  # a page; else the whole table
-            off = _int_param(request, "offset", 0, 0, 10**9)
-            table = table.iloc[off:off + _int_param(request, "limit", len(table) or 1, 1, 10**9)]
-        buf = io.StringIO()
-        table.to_csv(buf, index=False)
-        return web.Response(text=buf.getvalue(), content_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="{job.id}.csv"'})
-    limit = _int_param(request, "limit", 100, 1, 10_000)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    page = table.iloc[offset:offset + limit]
-    rows = _json_rows(page)
-    return web.json_response({"job_id": job.id, "total": len(table), "limit": limit, "offset": offset,
-                              "columns": list(table.columns), "rows": rows})
+        if paged or sort is not None:
+            offset = _int_param(request, "offset", 0, 0, 10**9)
+            limit = _int_param(request, "limit", art.total or 1, 1, 10**9)
+            page = await asyncio.to_thread(art.page, offset, limit, sort, desc)
+            batches: Any = iter([page])
+        else:
+            batches = art.ranked_batches()
+        resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
+                                           "Content-Disposition": f'attachment; filename="{job.id}.csv"'})
+        await resp.prepare(request)
+        header = True
+        while True:
+            text = await asyncio.to_thread(_next_csv, batches, header)
+            if text is None:
+                break
+            header = False
+            await resp.write(text.encode())
+        await resp.write_eof()
+        return resp
+    path = await asyncio.to_thread(_ranked_parquet_file, art)
+    try:
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.apache.parquet",
+                                           "Content-Disposition": f'attachment; filename="{job.id}.parquet"'})
+        resp.content_length = path.stat().st_size
+        await resp.prepare(request)
+        with path.open("rb") as fh:
+            while chunk := await asyncio.to_thread(fh.read, 1 << 20):
+                await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _next_csv(batches: Any, header: bool) -> str | None:
+    """The next batch of a ranked table as CSV text (None when done)."""
+    batch = next(batches, None)
+    if batch is None:
+        return None
+    buf = io.StringIO()
+    batch.to_csv(buf, index=False, header=header)
+    return buf.getvalue()
+
+
+def _ranked_parquet_file(art: Artifact) -> Path:
+    """The ranked table as one temporary Parquet file, written batch by batch."""
+    fd, tmp = tempfile.mkstemp(prefix="gpu-backtest-results-", suffix=".parquet")
+    os.close(fd)
+    writer = None
+    try:
+        for batch in art.ranked_batches():
+            table = pa.Table.from_pandas(batch, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table.cast(writer.schema))
+        if writer is None:
+            pq.write_table(pa.table({c: pa.array([], pa.null()) for c in art.table_columns()}), tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+    return Path(tmp)
 
 
 # -- catalogue and status ---------------------------------------------------------------------

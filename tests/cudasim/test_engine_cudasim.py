@@ -46,3 +46,43 @@ def test_cuda_engine_equals_cpu_engine_and_chunks() -> None:
     for a, b in zip(gpu.details, cpu.details, strict=True):
         assert a["column"] == b["column"] and a["trades"] == b["trades"]
         np.testing.assert_allclose(a["equity"]["value"], b["equity"]["value"], rtol=1e-12)
+
+
+def test_partition_task_on_the_cuda_backend_equals_cpu(tmp_path) -> None:
+    """The cluster's partition task (load from the store → signals → kernel → metrics → piece)
+    on a CUDA worker context equals the same task on a CPU context, piece for piece."""
+    from gpu_backtest.core import artifacts
+    from gpu_backtest.core.loaders import Calendar
+    from gpu_backtest.core.marketdata import MarketDataStore
+    from gpu_backtest.core.plan import DataSelection, Partition, RunPlan
+    from gpu_backtest.core.spec import BacktestSpec, expand_grid
+    from gpu_backtest.core.stages import calendar_stage, details_stage, partition_stage
+    from gpu_backtest.core.worker import StageContext
+    from gpu_backtest.plugins.manager import strategies
+
+    store = MarketDataStore(tmp_path / "market")
+    frame = gbm_panel_frame(3, 60, seed=3)
+    for sym, g in frame.groupby("symbol"):
+        store.write("upload", str(sym), "1d", g.drop(columns="symbol"))
+    symbols = tuple(sorted(frame["symbol"].unique()))
+    spec = BacktestSpec.from_dict({**SPEC, "source": "upload"})
+    known = strategies()
+    grid = expand_grid(known["sma_crossover"], spec.params)
+    plan = RunPlan(strategy=Engine(Settings.from_env({}), cpu_backend()).strategy_ref("sma_crossover"),
+                   spec=spec.to_dict(), grid={k: v.tolist() for k, v in grid.items()},
+                   data=DataSelection("upload", "1d", True, symbols, None, None, None, root=str(tmp_path / "market")),
+                   partitions=(Partition(0, 0, 3),), hash="h")
+    task = plan.task(plan.partitions[0])
+    cal = Calendar.build(calendar_stage(task), None)
+    settings = Settings.from_env({})
+    gpu_ctx = StageContext(settings, select_backend(settings, "cuda"), known)
+    cpu_ctx = StageContext(settings, cpu_backend(settings), known)
+    gpu = partition_stage(task, cal, str(tmp_path / "gpu"), 5, gpu_ctx)
+    cpu = partition_stage(task, cal, str(tmp_path / "cpu"), 5, cpu_ctx)
+    assert gpu.ran_on["backend"] == "cuda" and cpu.ran_on["backend"] == "cpu"
+    a = pd.read_parquet(artifacts.job_dir(str(tmp_path), "gpu") + "/part-00000.parquet")
+    b = pd.read_parquet(artifacts.job_dir(str(tmp_path), "cpu") + "/part-00000.parquet")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-9, atol=1e-12)
+    one = plan.task(Partition(-1, 1, 2))
+    (dg, _), (dc, _) = details_stage(one, cal, [0, 2], gpu_ctx), details_stage(one, cal, [0, 2], cpu_ctx)
+    assert [d["trades"] for d in dg] == [d["trades"] for d in dc]

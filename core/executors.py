@@ -1,0 +1,260 @@
+"""Executors: run a `RunPlan`'s stages in this process (`LocalExecutor`) or on a Dask cluster
+(`DaskExecutor`). Both run the same stage functions (`core/stages.py`) in the same order:
+
+1. calendar — each partition's timestamps, unioned (a tree reduction on the cluster);
+2. partitions — load → signals → sweep → metrics; each writes its ranked Parquet piece to the
+   job's artifact location (or returns its rows when no location is given);
+3. ranking — per-partition top-n candidates merged into the global top-n (a tree reduction);
+4. details — the top-k columns re-simulated in record mode, one task per symbol, on workers
+   that load only that symbol.
+
+On a cluster the server sends each task only its partition's slice of the plan; the calendar
+is scattered once and moves worker to worker; bars are read by the workers from the store,
+so neither the server nor the scheduler carries market data or the result table. A worker
+lost mid-task: the scheduler reruns its tasks elsewhere (pieces are rewritten atomically with
+the same content); a task that raises is retried ``retries`` times, then its own error fails
+the run.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from .errors import GpuBacktestError, SpecError
+from .loaders import BarsLoader, Calendar
+from .plan import Partition, RunPlan
+from .stages import (
+    PartitionOutput,
+    calendar_stage,
+    details_stage,
+    merge_candidates,
+    partition_stage,
+    union_calendars,
+)
+from .worker import StageContext
+
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
+
+class Cancelled(GpuBacktestError):
+    """The caller asked the run to stop (checked between chunks and while waiting on tasks)."""
+
+    code = "cancelled"
+    status = 409
+
+
+@dataclass
+class Execution:
+    """What an executor hands back: never the whole table unless it was asked to keep it."""
+
+    calendar: Calendar
+    top: pd.DataFrame  # the best n rows, ranked, without the rank column
+    details: list[dict[str, Any]]
+    n_rows: int
+    chunks: int
+    ran_on: list[dict[str, Any]] = field(default_factory=list)  # per stage: where and on what
+    table: pd.DataFrame | None = None  # all rows (any order), when no artifact location was given
+    pieces: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    """Runs a plan's stages."""
+
+    def execute(self, plan: RunPlan, n_top: int, top_k: int, artifact: str | None,
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution: ...
+
+
+def _calendar(plan: RunPlan, ns: np.ndarray) -> Calendar:
+    if len(ns) == 0:
+        raise SpecError("start", "no bars in the requested date range")
+    return Calendar.build(ns, plan.spec.get("metrics", {}).get("periods_per_year"))
+
+
+def _winners(plan: RunPlan, top: pd.DataFrame, top_k: int) -> dict[int, list[int]]:
+    """Global symbol index → combination indices of the top-k columns (in rank order)."""
+    k = plan.n_combinations
+    out: dict[int, list[int]] = {}
+    for col in top["column"].head(top_k).astype(int) if len(top) else []:
+        out.setdefault(col // k, []).append(col % k)
+    return out
+
+
+def _order_details(top: pd.DataFrame, top_k: int, found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_col = {d["column"]: d for d in found}
+    return [by_col[int(c)] for c in top["column"].head(top_k)] if len(top) else []
+
+
+def summarize_ran_on(entries: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """(stage, where) pairs → one row per (stage, worker, backend, device) with a task count."""
+    counts = Counter((stage, w.get("worker"), w.get("host"), w.get("backend"), w.get("device"))
+                     for stage, w in entries)
+    return [{"stage": s, "worker": wk, "host": h, "backend": b, "device": d, "tasks": n}
+            for (s, wk, h, b, d), n in sorted(counts.items(), key=lambda kv: (str(kv[0]), kv[1]))]
+
+
+class LocalExecutor:
+    """Runs every stage in this process, one partition after another."""
+
+    def __init__(self, ctx: StageContext, loader: BarsLoader | None = None) -> None:
+        self.ctx = ctx
+        self.loader = loader
+
+    def execute(self, plan: RunPlan, n_top: int, top_k: int, artifact: str | None,
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution:
+        t0 = time.perf_counter()
+        tasks = [plan.task(p) for p in plan.partitions]
+        cal = _calendar(plan, union_calendars(*[calendar_stage(t, self.loader) for t in tasks]))
+        if progress:
+            progress(0.05, "calendar")
+        t1 = time.perf_counter()
+        outs: list[PartitionOutput] = []
+        done = 0
+        for t in tasks:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            out = partition_stage(t, cal, artifact, n_top, self.ctx, self.loader, cancel)
+            outs.append(out)
+            done += out.n_rows
+            if progress:
+                progress(0.05 + 0.85 * done / max(1, plan.n_columns), "simulating")
+        t2 = time.perf_counter()
+        top = merge_candidates(plan.spec["output"]["rank_by"], n_top, *[o.top for o in outs])
+        found: list[dict[str, Any]] = []
+        ran_on = [("partition", o.ran_on) for o in outs]
+        for s, combos in _winners(plan, top, top_k).items():
+            d, where = details_stage(plan.task(Partition(-1, s, s + 1)), cal, combos, self.ctx, self.loader)
+            found += d
+            ran_on.append(("details", where))
+        table = None
+        if artifact is None:
+            table = pd.concat([o.table for o in outs if o.table is not None], ignore_index=True)
+        return Execution(cal, top, _order_details(top, top_k, found), sum(o.n_rows for o in outs),
+                         sum(o.chunks for o in outs), summarize_ran_on(ran_on), table,
+                         [o.index for o in outs],
+                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2})
+
+
+def _out_summary(*outs: PartitionOutput) -> list[dict[str, Any]]:
+    """Per-partition bookkeeping without rows (what the server fetches)."""
+    return [{"index": o.index, "n_rows": o.n_rows, "chunks": o.chunks, "ran_on": o.ran_on,
+             "seconds": o.seconds} for o in outs]
+
+
+def _top_of(rank_by: str, n: int, *parts: Any) -> pd.DataFrame:
+    return merge_candidates(rank_by, n, *[p.top if isinstance(p, PartitionOutput) else p for p in parts])
+
+
+class DaskExecutor:
+    """Runs the stages as Dask tasks on ``client``'s cluster (see the module docstring)."""
+
+    def __init__(self, client: Any, retries: int = 3, fan_in: int = 8, poll_s: float = 0.25,
+                 loader: BarsLoader | None = None) -> None:
+        self.client = client
+        self.retries = retries
+        self.fan_in = max(2, fan_in)
+        self.poll_s = poll_s
+        self.loader = loader  # in-memory bars (run_backtest(data, client=…)); None: workers read the store
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False, retries=self.retries, **kw)
+
+    def _tree(self, fn: Callable[..., Any], futs: list[Any], *lead: Any) -> Any:
+        """Reduce futures with ``fn(*lead, *group)`` in groups of ``fan_in`` until one is left."""
+        level = list(futs)
+        while len(level) > 1:
+            level = [self._submit(fn, *lead, *level[i:i + self.fan_in]) for i in range(0, len(level), self.fan_in)]
+        return level[0]
+
+    def _wait(self, futs: list[Any], cancel: CancelFn | None, on_done: Callable[[Any], None] | None = None,
+              event: Any = None) -> None:
+        """Wait for ``futs``, polling ``cancel``; raise the first task error as it is."""
+        from distributed import wait
+
+        pending = list(futs)
+        while pending:
+            if cancel is not None and cancel():
+                if event is not None:
+                    event.set()  # running partition tasks stop at their next chunk
+                self.client.cancel(list(futs))
+                raise Cancelled("cancelled")
+            try:
+                wait(pending, timeout=self.poll_s, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                continue
+            still = []
+            for f in pending:
+                if not f.done():
+                    still.append(f)
+                    continue
+                if f.status == "error":
+                    f.result()  # raises the task's own exception
+                if f.status == "cancelled":
+                    raise Cancelled("cancelled")
+                if on_done is not None:
+                    on_done(f)
+            pending = still
+
+    def execute(self, plan: RunPlan, n_top: int, top_k: int, artifact: str | None,
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution:
+        t0 = time.perf_counter()
+        rank_by = plan.spec["output"]["rank_by"]
+        loader = self.client.scatter(self.loader, hash=False) if self.loader is not None else None
+        tasks = [plan.task(p) for p in plan.partitions]
+        cal_parts = [self._submit(calendar_stage, t, loader) for t in tasks]
+        cal_f = self._tree(union_calendars, cal_parts)
+        self._wait([cal_f], cancel)
+        cal = _calendar(plan, cal_f.result())
+        del cal_parts, cal_f
+        if progress:
+            progress(0.05, "calendar")
+        t1 = time.perf_counter()
+        cal_d = self.client.scatter(cal, hash=False)
+        from distributed import Event
+
+        event_name = f"gpu-backtest-cancel-{uuid.uuid4().hex}"
+        event = Event(event_name, client=self.client)
+        outs = [self._submit(partition_stage, t, cal_d, artifact, n_top, None, loader, event_name) for t in tasks]
+        done_rows = [0]
+        per_task = {f.key: t.partition.n_symbols * plan.n_combinations for f, t in zip(outs, tasks, strict=True)}
+
+        def tick(f: Any) -> None:
+            done_rows[0] += per_task.get(f.key, 0)
+            if progress:
+                progress(0.05 + 0.85 * done_rows[0] / max(1, plan.n_columns), "simulating")
+
+        self._wait(outs, cancel, tick, event)
+        t2 = time.perf_counter()
+        top_f = self._tree(_top_of, outs, rank_by, n_top) if len(outs) > 1 else \
+            self._submit(_top_of, rank_by, n_top, outs[0])
+        summary_f = self._submit(_out_summary, *outs)
+        self._wait([top_f, summary_f], cancel)
+        top, summary = top_f.result(), summary_f.result()
+        table = None
+        if artifact is None:  # the caller asked for the rows in memory (run_backtest with a client)
+            table = pd.concat([o.table for o in self.client.gather(outs)], ignore_index=True)
+        del outs, top_f, summary_f
+        ran_on = [("partition", s["ran_on"]) for s in summary]
+        det_futs = []
+        for s, combos in _winners(plan, top, top_k).items():
+            det_futs.append(self._submit(details_stage, plan.task(Partition(-1, s, s + 1)), cal_d, combos, None,
+                                         loader))
+        self._wait(det_futs, cancel)
+        found: list[dict[str, Any]] = []
+        for d, where in self.client.gather(det_futs):
+            found += d
+            ran_on.append(("details", where))
+        del cal_d, det_futs
+        return Execution(cal, top, _order_details(top, top_k, found), sum(s["n_rows"] for s in summary),
+                         sum(s["chunks"] for s in summary), summarize_ran_on(ran_on), table,
+                         [s["index"] for s in summary],
+                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2})

@@ -1,0 +1,150 @@
+"""RunPlan: a backtest job as plain, versioned data — what the cluster's workers run.
+
+The server (or `run_backtest`) turns a spec into a `RunPlan` once: the resolved strategy
+(name, and the plugin, distribution and version that provide it), the parameter grid, the
+data selection (source, frequency, adjustment, the resolved symbols, the date bounds, and the
+store root + layout that say where each symbol's partition lives), the validated spec (costs,
+execution, metrics, output options), the partitions, and a content hash of all of it.
+
+The plan holds no secrets and nothing machine-specific: each worker picks its device, memory
+budget, chunk sizes and storage credentials from its own environment (`core/worker.py`).
+Partitions are contiguous blocks of the symbol list; a partition task gets a slim
+`PartitionTask` (its own symbols only), so what a task carries through the scheduler does not
+grow with the universe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+PLAN_VERSION = 1
+STORE_LAYOUT = "symbol-files/v1"  # <root>/<source>/<frequency>/symbol=<SYMBOL>/bars.parquet
+
+
+@dataclass(frozen=True)
+class StrategyRef:
+    """The strategy a plan runs and what provides it (so a result names its code)."""
+
+    name: str
+    plugin: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSelection:
+    """Which bars a plan reads. ``source`` None: bars given in memory (local runs only)."""
+
+    source: str | None
+    frequency: str
+    adjusted: bool
+    symbols: tuple[str, ...]
+    benchmark: str | None
+    lo_ns: int | None  # first timestamp included (UTC ns), None: from the first stored bar
+    hi_ns: int | None  # last timestamp included (UTC ns), None: to the last stored bar
+    root: str | None = None  # the market-data store root (directory or s3:// URI)
+    layout: str = STORE_LAYOUT
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Symbols ``[start, stop)`` of the plan's symbol list."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def n_symbols(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything that can change a result, as plain data (see the module docstring)."""
+
+    strategy: StrategyRef
+    spec: dict[str, Any]  # the validated spec's JSON form (BacktestSpec.to_dict)
+    grid: dict[str, list[Any]]  # parameter name -> value per combination
+    data: DataSelection
+    partitions: tuple[Partition, ...]
+    version: int = PLAN_VERSION
+    hash: str = ""
+
+    @property
+    def n_combinations(self) -> int:
+        return len(next(iter(self.grid.values()))) if self.grid else 1
+
+    @property
+    def n_symbols(self) -> int:
+        return len(self.data.symbols)
+
+    @property
+    def n_columns(self) -> int:
+        return self.n_symbols * self.n_combinations
+
+    def grid_arrays(self) -> dict[str, np.ndarray]:
+        """The grid as numpy arrays (the form strategies take)."""
+        return {k: np.asarray(v) for k, v in self.grid.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (round-trips through `from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> RunPlan:
+        """Rebuild a plan from its JSON form; ValueError on another plan version."""
+        if doc.get("version") != PLAN_VERSION:
+            raise ValueError(f"run plan version {doc.get('version')!r}; this build reads {PLAN_VERSION}")
+        data = dict(doc["data"])
+        data["symbols"] = tuple(data["symbols"])
+        return cls(strategy=StrategyRef(**doc["strategy"]), spec=doc["spec"], grid=doc["grid"],
+                   data=DataSelection(**data), partitions=tuple(Partition(**p) for p in doc["partitions"]),
+                   version=doc["version"], hash=doc.get("hash", ""))
+
+    def task(self, p: Partition) -> PartitionTask:
+        """The slim task of partition ``p``: this plan without the other partitions' symbols."""
+        return PartitionTask(self.hash, self.strategy, self.spec, self.grid, self.data, p,
+                             self.data.symbols[p.start:p.stop])
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """What one partition task carries: the plan's shared parts and its own symbols."""
+
+    plan_hash: str
+    strategy: StrategyRef
+    spec: dict[str, Any]
+    grid: dict[str, list[Any]]
+    data: DataSelection
+    partition: Partition
+    symbols: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_combinations(self) -> int:
+        return len(next(iter(self.grid.values()))) if self.grid else 1
+
+
+def content_hash(plan: RunPlan) -> str:
+    """sha256 of the plan's canonical JSON (the hash field itself excluded)."""
+    doc = plan.to_dict()
+    doc.pop("hash", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def partition_symbols(n_symbols: int, per_partition: int) -> tuple[Partition, ...]:
+    """Contiguous blocks of at most ``per_partition`` symbols (the last may be smaller)."""
+    per = max(1, int(per_partition))
+    return tuple(Partition(i, s, min(n_symbols, s + per)) for i, s in enumerate(range(0, n_symbols, per)))
+
+
+def symbols_per_partition(n_combinations: int, n_bars_hint: int, target_cells: int) -> int:
+    """Symbols per partition so a partition holds about ``target_cells`` bar × column cells
+    (bounded memory per task, enough tasks to spread over workers)."""
+    per_symbol = max(1, n_combinations * max(1, n_bars_hint))
+    return max(1, target_cells // per_symbol)

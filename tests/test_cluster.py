@@ -1,0 +1,156 @@
+"""Jobs on a real external cluster: `dask scheduler` + two `dask worker` processes started from
+their commands on loopback, and a `gpu-backtest serve` process pointed at it through
+DASK_SCHEDULER_ADDRESS. The workers read their partitions from the store; the server only
+plans, waits and ranks candidates.
+
+- A sweep over 200 stored symbols (some with gaps, so the run's calendar matters) equals
+  `run_backtest` in-process on the same store (1e-12 relative), and `run_backtest(client=…)`.
+- Worker loss: a worker process holding partition tasks of a job is SIGKILLed; those tasks
+  rerun on a worker and the job's table equals the undisturbed run's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpu_backtest import run_backtest
+from gpu_backtest.core.config import Settings
+from gpu_backtest.core.marketdata import MarketDataStore
+from gpu_backtest.core.synthetic import gbm_panel_frame
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cluster_procs import ExternalCluster, Server, external_cluster, server
+
+N_SYMBOLS = 200
+N_BARS = 1260
+SYMBOLS_PER_PARTITION = 25
+SPEC: dict[str, Any] = {
+    "strategy": "sma_crossover", "source": "upload",
+    "params": {"fast": {"start": 5, "stop": 50, "step": 5}, "slow": {"start": 20, "stop": 200, "step": 20}},
+    "costs": {"fees": 0.0005}, "execution": {"fill": "next_open", "sl_stop": 0.1},
+    "output": {"top_k": 3},
+}
+
+
+def _store(root: Path) -> None:
+    frame = gbm_panel_frame(N_SYMBOLS, N_BARS, seed=7)
+    rng = np.random.default_rng(11)
+    store = MarketDataStore(root)
+    for i, (sym, g) in enumerate(frame.groupby("symbol", sort=True)):
+        g = g.drop(columns="symbol")
+        if i % 7 == 3:  # some symbols miss bars: the run's calendar is the union
+            g = g.drop(index=g.index[rng.choice(len(g), 40, replace=False)])
+        if i % 11 == 5:  # some start late
+            g = g.iloc[200:]
+        store.write("upload", str(sym), "1d", g)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    data = tmp_path_factory.mktemp("cluster-data")
+    _store(data / "market")
+    return {**os.environ, "GPU_BACKTEST_DATA_DIR": str(data), "GPU_BACKTEST_BACKEND": "cpu",
+            "GPU_BACKTEST_PARTITION_CELLS": str(SYMBOLS_PER_PARTITION * N_BARS * 90),
+            "GPU_SERVER_DEBUG": "false", "API_KEY_REQUIRED": "false"}
+
+
+@pytest.fixture(scope="module")
+def cluster(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExternalCluster]:
+    with external_cluster(env, tmp_path_factory.mktemp("cluster-logs")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def srv(env: dict[str, str], cluster: ExternalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("server-logs") / "server.log"
+    with server({**env, "DASK_SCHEDULER_ADDRESS": cluster.address}, log) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def local_table(env: dict[str, str]) -> pd.DataFrame:
+    res = run_backtest(SPEC, settings=Settings.from_env(env), backend="cpu")
+    assert res.info["partitions"] == N_SYMBOLS // SYMBOLS_PER_PARTITION
+    return res.table
+
+
+def _results(srv: Server, job_id: str) -> pd.DataFrame:
+    status, raw = srv.request("GET", f"/backtest/{job_id}/results?format=parquet")
+    assert status == 200
+    return pd.read_parquet(io.BytesIO(raw))
+
+
+def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b) == N_SYMBOLS * 90
+    assert a["column"].tolist() == b["column"].tolist()  # the same ranking
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False,
+                                  rtol=1e-12, atol=0)
+
+
+def test_sweep_on_external_cluster_equals_in_process(srv: Server, local_table: pd.DataFrame,
+                                                     cluster: ExternalCluster, env: dict[str, str]) -> None:
+    status, doc = srv.request("POST", "/backtest", SPEC)
+    assert status == 202, doc
+    job = srv.wait_final(doc["job_id"])
+    assert job["status"] == "succeeded", job
+    info = job["summary"]["info"]
+    assert info["n_columns"] == N_SYMBOLS * 90 and info["partitions"] == 8
+    ran = [r for r in info["ran_on"] if r["stage"] == "partition"]
+    assert sum(r["tasks"] for r in ran) == 8
+    assert all(r["worker"].startswith("tcp://127.0.0.1:") and r["backend"] == "cpu" for r in ran)
+    assert info["strategy_source"]["distribution"] == "gpu-backtest"
+    assert_same_table(_results(srv, doc["job_id"]), local_table)
+    top = job["summary"]["top"]
+    assert [r["column"] for r in top[:3]] == local_table["column"].head(3).tolist()
+    assert [d["column"] for d in job["summary"]["details"]] == local_table["column"].head(3).tolist()
+
+    from distributed import Client
+
+    with Client(cluster.address, timeout="30s") as client:
+        remote = run_backtest(SPEC, settings=Settings.from_env(env), backend="cpu", client=client)
+    assert_same_table(remote.table, local_table)
+
+
+def test_worker_killed_mid_job_tasks_rerun_and_results_equal(srv: Server, local_table: pd.DataFrame,
+                                                             cluster: ExternalCluster) -> None:
+    from distributed import Client
+
+    with Client(cluster.address, timeout="30s") as client:
+        status, doc = srv.request("POST", "/backtest", SPEC)
+        assert status == 202
+        victim, keys = None, []
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            for addr, held in client.processing().items():
+                mine = [k for k in held if str(k).startswith("partition_stage-")]
+                if mine:
+                    victim, keys = addr, mine
+                    break
+            else:
+                time.sleep(0.02)
+        assert victim is not None, "no partition task was seen running"
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        job = srv.wait_final(doc["job_id"])
+        assert job["status"] == "succeeded", job
+
+        def story(dask_scheduler: Any, keys: list[str] = keys) -> list[Any]:
+            return [list(t) for t in dask_scheduler.story(*keys)]
+
+        transitions = client.run_on_scheduler(story)
+    for key in keys:  # each task the killed worker held was scheduled again
+        went = [t for t in transitions if t[0] == key and t[2] == "processing"]
+        assert len(went) >= 2, (key, transitions)
+    assert_same_table(_results(srv, doc["job_id"]), local_table)
