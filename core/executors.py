@@ -52,6 +52,13 @@ class Cancelled(GpuBacktestError):
     status = 409
 
 
+class TaskFailed(GpuBacktestError):
+    """A cluster task failed with an error that is not one of ours (after its retries)."""
+
+    code = "task_failed"
+    status = 500
+
+
 @dataclass
 class Execution:
     """What an executor hands back: never the whole table unless it was asked to keep it."""
@@ -154,6 +161,21 @@ def _top_of(rank_by: str, n: int, *parts: Any) -> pd.DataFrame:
     return merge_candidates(rank_by, n, *[p.top if isinstance(p, PartitionOutput) else p for p in parts])
 
 
+def _raise_task_error(fut: Any, retries: int) -> None:
+    """Raise a failed task's error: ours as they are (code, message, details), others as
+    `TaskFailed` naming the stage and the error (never a traceback)."""
+    try:
+        fut.result()
+    except GpuBacktestError:
+        raise
+    except Exception as exc:
+        stage = str(fut.key).split("-", 1)[0] if isinstance(fut.key, str) else "task"
+        name = type(exc).__name__
+        reason = "its worker was lost too many times" if name == "KilledWorker" else f"{name}: {exc}"
+        raise TaskFailed(f"{stage} failed after {retries} retries: {reason}"[:2000],
+                         {"stage": stage, "error": name, "retries": retries}) from None
+
+
 class DaskExecutor:
     """Runs the stages as Dask tasks on ``client``'s cluster (see the module docstring)."""
 
@@ -197,7 +219,7 @@ class DaskExecutor:
                     still.append(f)
                     continue
                 if f.status == "error":
-                    f.result()  # raises the task's own exception
+                    _raise_task_error(f, self.retries)
                 if f.status == "cancelled":
                     raise Cancelled("cancelled")
                 if on_done is not None:

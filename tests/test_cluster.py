@@ -154,3 +154,20 @@ def test_worker_killed_mid_job_tasks_rerun_and_results_equal(srv: Server, local_
         went = [t for t in transitions if t[0] == key and t[2] == "processing"]
         assert len(went) >= 2, (key, transitions)
     assert_same_table(_results(srv, doc["job_id"]), local_table)
+
+
+def test_a_task_that_keeps_failing_fails_the_job_with_its_own_error(srv: Server, env: dict[str, str]) -> None:
+    """A symbol whose file vanished after it was catalogued: the partition task's DataError
+    (code and message naming the symbol) is the job's error, after the task's retries."""
+    store = MarketDataStore(Path(env["GPU_BACKTEST_DATA_DIR"]) / "market")
+    frame = gbm_panel_frame(1, 300, seed=5)
+    store.write("upload", "GONE", "1d", frame.drop(columns="symbol"))
+    (Path(store.root_uri) / "upload" / "1d" / "symbol=GONE" / "bars.parquet").unlink()
+    try:
+        status, doc = srv.request("POST", "/backtest", {**SPEC, "symbols": ["GONE"]})
+        assert status == 202
+        job = srv.wait_final(doc["job_id"])
+    finally:
+        store.delete("upload", "GONE", "1d")
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "invalid_data" and "GONE" in job["error"]["message"], job["error"]
