@@ -80,6 +80,7 @@ from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
 from .errors import ConfigError, GpuBacktestError
+from .jobstatus import CANCELLED, FAILED, FINAL_STATUSES, QUEUED, RUNNING, STATUSES, SUCCEEDED, is_final
 
 __all__ = [
     "FINAL_STATUSES",
@@ -99,10 +100,6 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """The schema this code writes. Bump it with every schema change (and add the migration)."""
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-FINAL_STATUSES: tuple[str, ...] = (SUCCEEDED, FAILED, CANCELLED)
 
 STAGE_MAX = 200
 _SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -244,7 +241,7 @@ class JobRow(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress_range"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
     )
@@ -313,7 +310,7 @@ class Job:
     @property
     def is_final(self) -> bool:
         """True once the job is succeeded, failed or cancelled."""
-        return self.status in FINAL_STATUSES
+        return is_final(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as JSON-able data; timestamps as ISO 8601 strings in UTC."""

@@ -23,11 +23,11 @@ from aiohttp import web
 
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
+from ..core.jobstatus import STATUSES, SUCCEEDED
 from ..plugins.manager import strategies
 from . import keys as K
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class BadRequest(GpuBacktestError):
@@ -182,7 +182,7 @@ async def cancel_backtest(request: web.Request) -> web.Response:
 async def backtest_results(request: web.Request) -> web.StreamResponse:
     """GET /backtest/{job_id}/results?format=json|csv|parquet&limit=&offset=&sort=: the full table."""
     job = await _job(request)
-    if job.status != "succeeded" or not job.artifact_path:
+    if job.status != SUCCEEDED or not job.artifact_path:
         raise Conflict(f"job {job.id} is {job.status}; results exist once it has succeeded",
                        {"status": job.status})
     fmt = request.query.get("format", "json")

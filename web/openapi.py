@@ -6,6 +6,7 @@ import html
 from typing import Any
 
 from .. import __version__
+from ..core.jobstatus import STATUSES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -57,7 +58,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     job = {"type": "object", "properties": {
-        "job_id": {"type": "string"}, "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "job_id": {"type": "string"}, "status": {"enum": list(STATUSES)},
         "progress": {"type": "number"}, "stage": {"type": ["string", "null"]}, "error": {},
         "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
         "finished_at": {"type": ["string", "null"]}, "summary": {}, "links": {"type": "object"}}}
