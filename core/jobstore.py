@@ -81,6 +81,7 @@ from sqlalchemy.types import TypeDecorator
 from .config import Settings
 from .errors import ConfigError, GpuBacktestError
 from .jobstatus import CANCELLED, FAILED, FINAL_STATUSES, QUEUED, RUNNING, STATUSES, SUCCEEDED, is_final
+from .timeutil import utc_now
 
 __all__ = [
     "FINAL_STATUSES",
@@ -124,10 +125,6 @@ class JobQueryError(GpuBacktestError):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -396,7 +393,7 @@ class JobStore:
             Base.metadata.create_all(conn)
             current = conn.execute(select(func.max(_version_table.c.version))).scalar()
             if current is None:
-                conn.execute(insert(_version_table).values(version=SCHEMA_VERSION, applied_at=_now(),
+                conn.execute(insert(_version_table).values(version=SCHEMA_VERSION, applied_at=utc_now(),
                                                            description="jobs table"))
                 current = SCHEMA_VERSION
         if current > SCHEMA_VERSION:
@@ -428,7 +425,7 @@ class JobStore:
             existing = self._by_key(idempotency_key)
             if existing is not None:
                 return self._same_request(existing, spec_hash), False
-        now = _now()
+        now = utc_now()
         values = {
             "id": uuid.uuid4().hex, "status": QUEUED, "spec": to_jsonable(spec), "spec_hash": spec_hash,
             "idempotency_key": idempotency_key, "progress": 0.0, "stage": QUEUED, "error": None, "summary": None,
@@ -511,7 +508,7 @@ class JobStore:
                 ).scalar()
                 if job_id is None:
                     return None
-                now = _now()
+                now = utc_now()
                 res = conn.execute(
                     update(jobs_table).where(_c.id == job_id, _c.status == QUEUED).values(
                         status=RUNNING, owner=owner, started_at=now, updated_at=now, attempts=_c.attempts + 1,
@@ -528,7 +525,7 @@ class JobStore:
         """Record progress (clamped to 0–1) and stage of a running job; False if it is not running."""
         p = float(progress)
         p = 0.0 if not math.isfinite(p) else min(1.0, max(0.0, p))
-        values: dict[str, Any] = {"progress": p, "updated_at": _now()}
+        values: dict[str, Any] = {"progress": p, "updated_at": utc_now()}
         if stage is not None:
             values["stage"] = stage[:STAGE_MAX]
         with self._write() as conn:
@@ -544,7 +541,7 @@ class JobStore:
             row = conn.execute(select(jobs_table).where(_c.id == job_id).with_for_update()).first()
             if row is None:
                 return None
-            now = _now()
+            now = utc_now()
             if row.status == QUEUED:
                 conn.execute(update(jobs_table).where(_c.id == job_id, _c.status == QUEUED).values(
                     status=CANCELLED, cancel_requested=True, stage=CANCELLED, finished_at=now, updated_at=now))
@@ -571,7 +568,7 @@ class JobStore:
         """
         if status not in FINAL_STATUSES:
             raise ValueError(f"finish() needs a final status ({', '.join(FINAL_STATUSES)}), got {status!r}")
-        now = _now()
+        now = utc_now()
         values: dict[str, Any] = {
             "status": status, "summary": to_jsonable(summary) if summary is not None else None,
             "error": _error_doc(error), "artifact_path": str(artifact_path) if artifact_path is not None else None,
@@ -603,7 +600,7 @@ class JobStore:
             if owner_alive is not None and r.owner is not None and owner_alive(r.owner):
                 counts["alive"] += 1
                 continue
-            now = _now()
+            now = utc_now()
             same = [_c.id == r.id, _c.status == RUNNING, _c.attempts == r.attempts,
                     _c.owner.is_(None) if r.owner is None else _c.owner == r.owner]
             if r.cancel_requested:
@@ -638,7 +635,7 @@ class JobStore:
         statuses = tuple(statuses)
         if not set(statuses) <= set(FINAL_STATUSES):
             raise ValueError(f"only final jobs can be deleted, got {statuses!r}")
-        cutoff = _now() - age if isinstance(age, dt.timedelta) else age
+        cutoff = utc_now() - age if isinstance(age, dt.timedelta) else age
         if cutoff.tzinfo is None:
             raise ValueError("naive datetime: give a timezone-aware cutoff")
         when = func.coalesce(_c.finished_at, _c.created_at)

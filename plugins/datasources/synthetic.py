@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ...core.synthetic import symbol_bars
+from ...core.timeutil import to_utc
 from ..hookspecs import hookimpl
 from .base import DataSource, FetchRange
 
@@ -25,11 +26,6 @@ DEFAULT_START = pd.Timestamp("2010-01-01", tz="UTC")
 DEFAULT_END = pd.Timestamp("2019-12-31", tz="UTC")
 DEMO_SYMBOLS = [f"SYN{i:03d}" for i in range(20)]
 SEED = 42
-
-
-def _utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 class SyntheticSource(DataSource):
@@ -48,13 +44,13 @@ class SyntheticSource(DataSource):
 
     def fetch(self, symbol: str, start: pd.Timestamp | None, end: pd.Timestamp | None,
               frequency: str, adjusted: bool = True) -> pd.DataFrame:
-        end = DEFAULT_END if end is None else max(_utc(end), EPOCH)
+        end = DEFAULT_END if end is None else max(to_utc(end), EPOCH)
         index = pd.bdate_range(EPOCH.tz_localize(None), end.normalize().tz_localize(None), tz="UTC")
         b = symbol_bars(symbol, len(index), SEED)
         frame = pd.DataFrame({"timestamp": index, "open": b[0], "high": b[1], "low": b[2], "close": b[3],
                               "volume": b[4]})
         if start is not None:
-            frame = frame[frame["timestamp"] >= _utc(start)]
+            frame = frame[frame["timestamp"] >= to_utc(start)]
         return frame.reset_index(drop=True)
 
     def ensure(self, store: MarketDataStore, symbols: Sequence[str], rng: FetchRange,

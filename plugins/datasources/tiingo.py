@@ -36,6 +36,7 @@ from yarl import URL
 
 from ...core.config import Settings
 from ...core.errors import ConfigError, DataError
+from ...core.timeutil import end_bound_utc, to_utc, to_utc_or_none
 from ..hookspecs import hookimpl
 from .base import CANONICAL, DataSource
 
@@ -101,18 +102,8 @@ def normalize_ticker(symbol: str) -> str:
     return ticker
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def _day(ts: pd.Timestamp) -> str:
     return ts.strftime("%Y-%m-%d")
-
-
-def _end_bound(end: pd.Timestamp) -> pd.Timestamp:
-    """Inclusive upper bound: an end at midnight (a bare date) covers its whole day."""
-    return end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns") if end == end.normalize() else end
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -308,10 +299,10 @@ class TiingoSource(DataSource):
             raise DataError(f"tiingo serves {', '.join(self.frequencies)}, not {frequency!r}", frequency)
         tickers = {s: normalize_ticker(s) for s in symbols}
         self._require_key()
-        lo = _utc(start) if start is not None else None
-        hi = _utc(end) if end is not None else None
+        lo = to_utc_or_none(start)
+        hi = to_utc_or_none(end)
         unique = list(dict.fromkeys(tickers.values()))
-        if lo is not None and hi is not None and lo > _end_bound(hi):
+        if lo is not None and hi is not None and lo > end_bound_utc(hi, bare_date=False, midnight=True):
             return {s: self._empty(frequency) for s in symbols}
         async with self._session() as session:
             run = _Run(session, self.concurrency)
@@ -346,7 +337,7 @@ class TiingoSource(DataSource):
         def date(key: str) -> pd.Timestamp | None:
             v = body.get(key)
             try:
-                return _utc(v).normalize() if v else None
+                return to_utc(v).normalize() if v else None
             except (ValueError, TypeError):
                 return None
 
@@ -405,7 +396,7 @@ class TiingoSource(DataSource):
         if lo is not None:
             frame = frame[frame["timestamp"] >= lo]
         if hi is not None:
-            frame = frame[frame["timestamp"] <= _end_bound(hi)]
+            frame = frame[frame["timestamp"] <= end_bound_utc(hi, bare_date=False, midnight=True)]
         return frame.reset_index(drop=True)
 
     async def _get_rows(self, run: _Run, url: URL, query: dict[str, str], ticker: str) -> list[Any]:
