@@ -34,7 +34,7 @@ constraint names fixed by a naming convention) and its version is recorded in th
 ``schema_version`` table, so a later migration tool can take over from `create_all`.
 
 JSON columns hold plain JSON: NaN and ±infinity are stored as ``null``, numpy scalars as
-Python numbers, tuples as lists, timestamps as ISO strings (see `to_jsonable`).
+Python numbers, tuples as lists, timestamps as ISO strings (see `to_jsonable`, from core/jsonsafe.py).
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from decimal import Decimal
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -81,6 +80,7 @@ from sqlalchemy.types import TypeDecorator
 from .config import Settings
 from .errors import ConfigError, GpuBacktestError
 from .jobstatus import CANCELLED, FAILED, FINAL_STATUSES, QUEUED, RUNNING, STATUSES, SUCCEEDED, is_final
+from .jsonsafe import to_jsonable
 from .timeutil import utc_now
 
 __all__ = [
@@ -125,34 +125,6 @@ class JobQueryError(GpuBacktestError):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: NaN/±inf → None, numpy scalars/arrays → Python, tuples → lists.
-
-    Raises TypeError naming the type of anything that has no JSON form.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return to_jsonable(float(value))
-    if isinstance(value, PurePath):
-        return str(value)
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays, without importing numpy
-        return to_jsonable(value.tolist())
-    if hasattr(value, "isoformat") and callable(value.isoformat):  # pandas.Timestamp and friends
-        return value.isoformat()
-    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
 def request_hash(body: Any) -> str:

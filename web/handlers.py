@@ -7,7 +7,6 @@ it touches the database, files or compute) and shapes the JSON answer.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import json
 import math
@@ -17,13 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from aiohttp import web
 
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
 from ..core.jobstatus import STATUSES, SUCCEEDED
+from ..core.jsonsafe import json_cell
 from ..plugins.manager import strategies
 from . import keys as K
 
@@ -68,22 +67,9 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return v
 
 
-def _json_value(v: Any) -> Any:
-    """One table cell as a plain JSON value: numpy scalars → Python, NaN/±inf/NaT → None."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
-        return None
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (pd.Timestamp, dt.datetime, dt.date)):
-        return v.isoformat()
-    return v
-
-
 def _json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows at full float precision (``DataFrame.to_json`` rounds to 10 decimal places)."""
-    return [{k: _json_value(v) for k, v in rec.items()} for rec in table.to_dict("records")]
+    return [{k: json_cell(v) for k, v in rec.items()} for rec in table.to_dict("records")]
 
 
 def _json_constant(name: str) -> Any:
