@@ -111,11 +111,11 @@ class MarketDataService:
         benchmark = src.normalize_symbol(spec.metrics.benchmark) if spec.metrics.benchmark else None
         if benchmark and benchmark not in wanted:
             wanted.append(benchmark)
-        d_start, d_end = src.default_range()
+        from ..plugins.datasources.base import FetchRange, default_range_for
+
+        d_start, d_end = default_range_for(src, spec.frequency)  # the source's default for this frequency
         start = to_utc(spec.start) if spec.start else d_start
         end = to_utc(spec.end) if spec.end else d_end
-        from ..plugins.datasources.base import FetchRange
-
         src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)
         end_bound: Any = spec.end if spec.end else end
         panel = self.store.load_panel(name, wanted, spec.frequency, start, end_bound, adjusted=spec.adjusted)

@@ -39,7 +39,8 @@ class SyntheticSource(DataSource):
     def default_symbols(self, store: MarketDataStore, frequency: str) -> list[str]:
         return list(DEMO_SYMBOLS)
 
-    def default_range(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+    def default_range(self, frequency: str = "1d") -> tuple[pd.Timestamp, pd.Timestamp]:
+        """2010-01-01 … 2019-12-31 (the demo decade; the source serves daily bars only)."""
         return DEFAULT_START, DEFAULT_END
 
     def fetch(self, symbol: str, start: pd.Timestamp | None, end: pd.Timestamp | None,

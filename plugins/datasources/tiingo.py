@@ -47,6 +47,10 @@ IEX_FREQUENCIES = {"1min": "1min", "5min": "5min", "15min": "15min", "30min": "3
                    "4h": "4hour"}
 # calendar days per IEX request, so one answer stays well under Tiingo's per-request row cap
 IEX_WINDOW_DAYS = {"1min": 7, "5min": 30, "15min": 90, "30min": 180, "1h": 365, "4h": 1500}
+# a spec without start/end: the last DEFAULT_DAILY_YEARS of daily bars, or the last DEFAULT_IEX_DAYS
+# calendar days of intraday bars (IEX: a few requests per symbol, however fine the bars; see default_range)
+DEFAULT_DAILY_YEARS = 10
+DEFAULT_IEX_DAYS = 30
 # Tiingo's daily endpoint answers only the latest bar without startDate: "full history" starts here
 EARLIEST = pd.Timestamp("1900-01-01", tz="UTC")
 # Tiingo JSON field -> canonical column
@@ -253,10 +257,17 @@ class TiingoSource(DataSource):
         return {**super().schema(), "configured": self.api_key is not None}
 
     def default_range(self, frequency: str = "1d") -> tuple[pd.Timestamp, pd.Timestamp]:
-        """A spec without start/end: the last 10 years (daily) or 30 days (intraday) up to today."""
+        """A spec without start/end, by frequency: ``1d`` the last 10 years up to today (00:00 UTC);
+        intraday (IEX) the last 30 calendar days up to today.
+
+        The intraday window is short on purpose: a fetch asks the IEX endpoint for at most
+        `IEX_WINDOW_DAYS` per request (7 days of 1-minute bars), so 30 days take at most 5 requests
+        per symbol, where 10 years of 1-minute bars would take over 500.
+        """
         today = pd.Timestamp.now(tz="UTC").normalize()
-        span = pd.DateOffset(years=10) if frequency in DAILY_FREQUENCIES else pd.Timedelta(days=30)
-        return today - span, today
+        if frequency in DAILY_FREQUENCIES:
+            return today - pd.DateOffset(years=DEFAULT_DAILY_YEARS), today
+        return today - pd.Timedelta(days=DEFAULT_IEX_DAYS), today
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
