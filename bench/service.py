@@ -42,9 +42,11 @@ from typing import Any
 
 import aiohttp
 
+from gpu_backtest.core.jobstatus import FINAL_STATUSES, SUCCEEDED
+
 START, END, N_BARS = "2010-01-01", "2019-08-29", 2520
 DEMO = [f"SYN{i:03d}" for i in range(20)]
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = FINAL_STATUSES
 
 
 def spec_for(i: int, distinct: str, lean: bool = False) -> dict[str, Any]:
@@ -105,7 +107,7 @@ async def one_job(http: aiohttp.ClientSession, url: str, spec: dict[str, Any], p
                 break
         out.latency = time.perf_counter() - t0
         out.status = doc["status"]
-        if doc["status"] != "succeeded":
+        if doc["status"] != SUCCEEDED:
             out.error = f"job {doc['status']}: {(doc.get('error') or {}).get('code')}"
             return out
         info = doc["summary"]["info"]

@@ -3,13 +3,16 @@
 The engine's code path is the same for both; only the `Backend` object handed down differs
 (the dask-cuda idea: GPU-ness is configuration). GPU packages are imported lazily, so nothing
 breaks when they are absent. ``GPU_BACKTEST_BACKEND`` = auto | cpu | cuda.
+
+`cuda_device_count` is the one CuPy device probe: the backend, ``GET /gpu/status``
+(core/gpustatus.py) and the Dask cluster start all ask it how many devices there are.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,6 +20,36 @@ from .config import Settings
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class CudaUnavailable(RuntimeError):
+    """CuPy cannot count CUDA devices. ``stage``: ``"import"`` (CuPy is not importable, e.g. not
+    installed or its CUDA libraries are missing) or ``"count"`` (the runtime call failed, e.g. no
+    driver); ``cause``: the exception. The message says which, with the cause."""
+
+    def __init__(self, stage: Literal["import", "count"], cause: BaseException) -> None:
+        self.stage = stage
+        self.cause = cause
+        if stage == "import":
+            message = f"CuPy is not importable ({type(cause).__name__}: {cause})"
+        else:
+            message = f"no CUDA device visible ({cause})"
+        super().__init__(message)
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices CuPy sees (0 is possible). CuPy is imported here, lazily.
+
+    Raises `CudaUnavailable` when CuPy cannot be imported or cannot count (never anything else).
+    """
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or CUDA libraries missing
+        raise CudaUnavailable("import", exc) from None
+    try:
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise CudaUnavailable("count", exc) from None
 
 
 @dataclass
@@ -78,13 +111,11 @@ def cuda_backend(settings: Settings) -> Backend:
         return Backend("cuda", np, settings.cpu_memory_limit, settings.gpu_device,
                        "NUMBA_ENABLE_CUDASIM=1: CUDA kernel on the simulator", simulated=True)
     try:
-        import cupy
-    except Exception as exc:  # ImportError, or CUDA libraries missing
-        raise RuntimeError(f"CuPy is not importable ({type(exc).__name__}: {exc})") from None
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        raise RuntimeError(f"no CUDA device visible ({exc})") from None
+        n = cuda_device_count()
+    except CudaUnavailable as exc:
+        raise RuntimeError(str(exc)) from None
+    import cupy  # imported by the probe: this only binds the name
+
     if n == 0:
         raise RuntimeError("no CUDA device visible")
     if settings.gpu_device >= n:

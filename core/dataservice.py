@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pluggy
 
 from .config import Settings
@@ -20,15 +19,9 @@ from .marketdata import CatalogEntry, MarketDataStore, bounds_ns, check_frequenc
 from .panel import MarketPanel, check_symbol
 from .plan import DataSelection
 from .spec import BacktestSpec
+from .timeutil import to_utc, to_utc_or_none
 
 DEFAULT_SOURCE = "synthetic"
-
-
-def _ts(value: Any) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 class MarketDataService:
@@ -92,7 +85,7 @@ class MarketDataService:
         if frequency not in src.frequencies:
             raise DataError(f"{source} serves {', '.join(src.frequencies)}, not {frequency!r}", source)
         symbols = list(dict.fromkeys(src.normalize_symbol(check_symbol(s)) for s in symbols))
-        src.ensure(self.store, symbols, FetchRange(_ts(start), _ts(end), frequency), adjusted)
+        src.ensure(self.store, symbols, FetchRange(to_utc_or_none(start), to_utc_or_none(end), frequency), adjusted)
         return [e for s in symbols if (e := self.store.entry(source, s, frequency)) is not None]
 
     # -- what a spec needs ------------------------------------------------------------------
@@ -162,11 +155,11 @@ class MarketDataService:
         benchmark = src.normalize_symbol(spec.metrics.benchmark) if spec.metrics.benchmark else None
         if benchmark and benchmark not in wanted:
             wanted.append(benchmark)
-        d_start, d_end = src.default_range()
-        start = _ts(spec.start) if spec.start else d_start
-        end = _ts(spec.end) if spec.end else d_end
-        from ..plugins.datasources.base import FetchRange
+        from ..plugins.datasources.base import FetchRange, default_range_for
 
+        d_start, d_end = default_range_for(src, spec.frequency)  # the source's default for this frequency
+        start = to_utc(spec.start) if spec.start else d_start
+        end = to_utc(spec.end) if spec.end else d_end
         src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)
         end_bound: Any = spec.end if spec.end else end
         panel = self.store.load_panel(name, wanted, spec.frequency, start, end_bound, adjusted=spec.adjusted)

@@ -14,17 +14,18 @@ from .config import Settings
 
 def gpu_status(settings: Settings | None = None) -> dict[str, Any]:
     """The status document; never raises (a failure is reported as the reason)."""
+    from .backend import CudaUnavailable, cuda_device_count  # lazily: this module stays light
+
     settings = settings or Settings.from_env()
     if settings.backend == "cpu":
         return {"available": False, "backend": "cpu", "reason": "GPU_BACKTEST_BACKEND=cpu"}
     try:
-        import cupy
-    except Exception as exc:
-        return {"available": False, "backend": "cpu", "reason": f"CuPy is not importable ({type(exc).__name__})"}
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return {"available": False, "backend": "cpu", "reason": f"no CUDA device visible ({exc})"}
+        n = cuda_device_count()
+    except CudaUnavailable as exc:
+        reason = f"CuPy is not importable ({type(exc.cause).__name__})" if exc.stage == "import" else str(exc)
+        return {"available": False, "backend": "cpu", "reason": reason}
+    import cupy  # imported by the probe: this only binds the name
+
     if n == 0 or settings.gpu_device >= n:
         return {"available": False, "backend": "cpu",
                 "reason": f"GPU_DEVICE={settings.gpu_device} but {n} device(s) visible"}

@@ -34,7 +34,7 @@ constraint names fixed by a naming convention) and its version is recorded in th
 ``schema_version`` table, so a later migration tool can take over from `create_all`.
 
 JSON columns hold plain JSON: NaN and ±infinity are stored as ``null``, numpy scalars as
-Python numbers, tuples as lists, timestamps as ISO strings (see `to_jsonable`).
+Python numbers, tuples as lists, timestamps as ISO strings (see `to_jsonable`, from core/jsonsafe.py).
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from decimal import Decimal
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -80,6 +79,9 @@ from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
 from .errors import ConfigError, GpuBacktestError
+from .jobstatus import CANCELLED, FAILED, FINAL_STATUSES, QUEUED, RUNNING, STATUSES, SUCCEEDED, is_final
+from .jsonsafe import to_jsonable
+from .timeutil import utc_now
 
 __all__ = [
     "FINAL_STATUSES",
@@ -99,10 +101,6 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """The schema this code writes. Bump it with every schema change (and add the migration)."""
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-FINAL_STATUSES: tuple[str, ...] = (SUCCEEDED, FAILED, CANCELLED)
 
 STAGE_MAX = 200
 _SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -127,38 +125,6 @@ class JobQueryError(GpuBacktestError):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: NaN/±inf → None, numpy scalars/arrays → Python, tuples → lists.
-
-    Raises TypeError naming the type of anything that has no JSON form.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return to_jsonable(float(value))
-    if isinstance(value, PurePath):
-        return str(value)
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy scalars and arrays, without importing numpy
-        return to_jsonable(value.tolist())
-    if hasattr(value, "isoformat") and callable(value.isoformat):  # pandas.Timestamp and friends
-        return value.isoformat()
-    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
 def request_hash(body: Any) -> str:
@@ -244,7 +210,7 @@ class JobRow(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress_range"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
     )
@@ -313,7 +279,7 @@ class Job:
     @property
     def is_final(self) -> bool:
         """True once the job is succeeded, failed or cancelled."""
-        return self.status in FINAL_STATUSES
+        return is_final(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as JSON-able data; timestamps as ISO 8601 strings in UTC."""
@@ -399,7 +365,7 @@ class JobStore:
             Base.metadata.create_all(conn)
             current = conn.execute(select(func.max(_version_table.c.version))).scalar()
             if current is None:
-                conn.execute(insert(_version_table).values(version=SCHEMA_VERSION, applied_at=_now(),
+                conn.execute(insert(_version_table).values(version=SCHEMA_VERSION, applied_at=utc_now(),
                                                            description="jobs table"))
                 current = SCHEMA_VERSION
         if current > SCHEMA_VERSION:
@@ -431,7 +397,7 @@ class JobStore:
             existing = self._by_key(idempotency_key)
             if existing is not None:
                 return self._same_request(existing, spec_hash), False
-        now = _now()
+        now = utc_now()
         values = {
             "id": uuid.uuid4().hex, "status": QUEUED, "spec": to_jsonable(spec), "spec_hash": spec_hash,
             "idempotency_key": idempotency_key, "progress": 0.0, "stage": QUEUED, "error": None, "summary": None,
@@ -514,7 +480,7 @@ class JobStore:
                 ).scalar()
                 if job_id is None:
                     return None
-                now = _now()
+                now = utc_now()
                 res = conn.execute(
                     update(jobs_table).where(_c.id == job_id, _c.status == QUEUED).values(
                         status=RUNNING, owner=owner, started_at=now, updated_at=now, attempts=_c.attempts + 1,
@@ -531,7 +497,7 @@ class JobStore:
         """Record progress (clamped to 0–1) and stage of a running job; False if it is not running."""
         p = float(progress)
         p = 0.0 if not math.isfinite(p) else min(1.0, max(0.0, p))
-        values: dict[str, Any] = {"progress": p, "updated_at": _now()}
+        values: dict[str, Any] = {"progress": p, "updated_at": utc_now()}
         if stage is not None:
             values["stage"] = stage[:STAGE_MAX]
         with self._write() as conn:
@@ -547,7 +513,7 @@ class JobStore:
             row = conn.execute(select(jobs_table).where(_c.id == job_id).with_for_update()).first()
             if row is None:
                 return None
-            now = _now()
+            now = utc_now()
             if row.status == QUEUED:
                 conn.execute(update(jobs_table).where(_c.id == job_id, _c.status == QUEUED).values(
                     status=CANCELLED, cancel_requested=True, stage=CANCELLED, finished_at=now, updated_at=now))
@@ -574,7 +540,7 @@ class JobStore:
         """
         if status not in FINAL_STATUSES:
             raise ValueError(f"finish() needs a final status ({', '.join(FINAL_STATUSES)}), got {status!r}")
-        now = _now()
+        now = utc_now()
         values: dict[str, Any] = {
             "status": status, "summary": to_jsonable(summary) if summary is not None else None,
             "error": _error_doc(error), "artifact_path": str(artifact_path) if artifact_path is not None else None,
@@ -606,7 +572,7 @@ class JobStore:
             if owner_alive is not None and r.owner is not None and owner_alive(r.owner):
                 counts["alive"] += 1
                 continue
-            now = _now()
+            now = utc_now()
             same = [_c.id == r.id, _c.status == RUNNING, _c.attempts == r.attempts,
                     _c.owner.is_(None) if r.owner is None else _c.owner == r.owner]
             if r.cancel_requested:
@@ -641,7 +607,7 @@ class JobStore:
         statuses = tuple(statuses)
         if not set(statuses) <= set(FINAL_STATUSES):
             raise ValueError(f"only final jobs can be deleted, got {statuses!r}")
-        cutoff = _now() - age if isinstance(age, dt.timedelta) else age
+        cutoff = utc_now() - age if isinstance(age, dt.timedelta) else age
         if cutoff.tzinfo is None:
             raise ValueError("naive datetime: give a timezone-aware cutoff")
         when = func.coalesce(_c.finished_at, _c.created_at)

@@ -36,6 +36,8 @@ import pyarrow.parquet as pq
 from .errors import DataError, NotFoundError
 from .panel import FIELDS, MarketPanel, check_symbol
 from .spec import FREQUENCIES
+from .timeutil import end_bound_utc as _end_utc  # the store's rule: a bare date string covers its day
+from .timeutil import to_utc as _utc
 
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 OPTIONAL = ("adj_open", "adj_high", "adj_low", "adj_close", "adj_volume", "dividend", "split")
@@ -309,16 +311,3 @@ def bounds_ns(start: Any, end: Any) -> tuple[int | None, int | None]:
 def _entry(row: Sequence[Any]) -> CatalogEntry:
     return CatalogEntry(row[0], row[1], row[2], pd.Timestamp(row[3], tz="UTC"), pd.Timestamp(row[4], tz="UTC"),
                         int(row[5]), pd.Timestamp(row[6], tz="UTC"))
-
-
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _end_utc(value: Any) -> pd.Timestamp:
-    """An end bound: a bare date includes its whole day."""
-    ts = _utc(value)
-    if isinstance(value, str) and len(value) <= 10:
-        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
-    return ts

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .timeutil import end_bound_utc, to_utc
 
 FIELDS = ("open", "high", "low", "close", "volume")
 TIME_ALIASES = ("timestamp", "date", "datetime", "time")
@@ -75,12 +76,9 @@ class MarketPanel:
             cols = np.array([pos[s] for s in symbols], dtype=np.int64)
         rows = np.ones(self.n_bars, dtype=bool)
         if start is not None:
-            rows &= self.index >= _utc(start)
+            rows &= self.index >= to_utc(start)
         if end is not None:
-            end_ts = _utc(end)
-            if end_ts == end_ts.normalize() and isinstance(end, str) and len(end) <= 10:
-                end_ts = end_ts + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")  # whole end day
-            rows &= self.index <= end_ts
+            rows &= self.index <= end_bound_utc(end, midnight=True)  # a bare date at midnight: its whole day
         sub = {f: np.ascontiguousarray(getattr(self, f)[rows][:, cols]) for f in FIELDS}
         # drop calendar rows where no selected symbol has a bar
         keep = ~np.all(np.isnan(sub["close"]), axis=1) if len(cols) else np.zeros(rows.sum(), bool)
@@ -117,11 +115,6 @@ class MarketPanel:
             a[t_pos, s_pos] = df[f].to_numpy(dtype=np.float64)
             arrays[f] = a
         return cls(index=index, symbols=symbols, **arrays)
-
-
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def infer_periods_per_year(index: pd.DatetimeIndex) -> float:

@@ -1,8 +1,10 @@
 """BacktestSpec: the validated backtest request — the document ``POST /backtest`` takes.
 
 `BacktestSpec.from_dict(doc)` checks every field and raises `SpecError` naming the field's
-path (``execution.fill``, ``params.fast[2]``) and the reason. `expand_grid` turns the spec's
-``params`` into the list of parameter combinations for a strategy.
+path (``execution.fill``, ``params.fast[2]``) and the reason. `BacktestSpec.json_schema()` is
+the request's JSON Schema (served in /openapi.json): each field is declared once, with the rule
+(core/specfields.py) that both checks it and describes its type, choices, default and bounds.
+`expand_grid` turns the spec's ``params`` into the list of parameter combinations for a strategy.
 
 Parameter values are a scalar, a list, or a range ``{"start", "stop", "step"}`` whose
 ``stop`` is included. The grid is the product of all parameters in the strategy's declared
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,12 +24,28 @@ import pandas as pd
 
 from .errors import SpecError
 from .panel import SYMBOL_RE
+from .specfields import (
+    Choice,
+    Described,
+    Flag,
+    Integer,
+    Many,
+    Nested,
+    Number,
+    Text,
+    field_names,
+    meta,
+    object_schema,
+    rule_of,
+    take,
+)
 from .strategy import Strategy
 
 FILLS = ("close", "next_open")
 DIRECTIONS = ("long", "short", "both")
 SIZE_TYPES = ("percent", "value", "units")
 FREQUENCIES = ("1min", "5min", "15min", "30min", "1h", "4h", "1d", "1w", "1mo")
+_DATE = {"type": "string", "nullable": True}  # an ISO 8601 date or date-time (pandas.Timestamp parses it)
 
 
 def _obj(doc: Any, path: str) -> dict[str, Any]:
@@ -45,36 +63,6 @@ def _no_extra(doc: Mapping[str, Any], allowed: set[str], path: str) -> None:
             raise SpecError(where, f"unknown field; allowed: {', '.join(sorted(allowed))}")
 
 
-def _number(doc: Mapping[str, Any], key: str, path: str, default: float, lo: float | None = None,
-            hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> float:
-    v = doc.get(key, default)
-    where = f"{path}.{key}"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(where, f"must be a number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise SpecError(where, "must be finite")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise SpecError(where, f"must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise SpecError(where, f"must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
-    return v
-
-
-def _choice(doc: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...], default: str) -> str:
-    v = doc.get(key, default)
-    if v not in choices:
-        raise SpecError(f"{path}.{key}", f"must be one of {', '.join(choices)}, got {v!r}")
-    return v
-
-
-def _bool(doc: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-    v = doc.get(key, default)
-    if not isinstance(v, bool):
-        raise SpecError(f"{path}.{key}", f"must be true or false, got {v!r}")
-    return v
-
-
 def _timestamp(v: Any, path: str) -> str | None:
     if v is None:
         return None
@@ -89,56 +77,92 @@ def _timestamp(v: Any, path: str) -> str | None:
     return v
 
 
+def _metric_names() -> tuple[str, ...]:
+    from .metrics import METRICS
+
+    return METRICS
+
+
+_PARAM_VALUE = {"oneOf": [
+    {"type": "number"}, {"type": "string"}, {"type": "boolean"},
+    {"type": "array", "minItems": 1, "items": {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}},
+    {"type": "object", "required": ["start", "stop"], "additionalProperties": False,
+     "properties": {"start": {"type": "number"}, "stop": {"type": "number"},
+                    "step": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "default": 1}}},
+]}
+_SYMBOL = {"type": "string", "pattern": SYMBOL_RE.pattern, "maxLength": 32}
+_METRIC = Choice(_metric_names, noun="metric")
+
+
 @dataclass(frozen=True)
 class Costs:
     """Trading costs: ``fees`` (fraction of traded value), ``fixed_fee`` (per fill), ``slippage``."""
 
-    fees: float = 0.0
-    fixed_fee: float = 0.0
-    slippage: float = 0.0
+    fees: float = field(default=0.0, metadata=meta(Number(0.0, 1.0, hi_open=True),
+                                                   "fraction of traded value charged on every fill"))
+    fixed_fee: float = field(default=0.0, metadata=meta(Number(0.0), "currency charged on every fill"))
+    slippage: float = field(default=0.0, metadata=meta(
+        Number(0.0, 1.0, hi_open=True), "fraction; buys fill at price × (1 + slippage), sells at × (1 − slippage)"))
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "costs") -> Costs:
         d = _obj(doc, path)
-        _no_extra(d, {"fees", "fixed_fee", "slippage"}, path)
+        _no_extra(d, field_names(cls), path)
         return cls(
-            fees=_number(d, "fees", path, 0.0, 0.0, 1.0, hi_open=True),
-            fixed_fee=_number(d, "fixed_fee", path, 0.0, 0.0),
-            slippage=_number(d, "slippage", path, 0.0, 0.0, 1.0, hi_open=True),
+            fees=take(cls, d, "fees", path),
+            fixed_fee=take(cls, d, "fixed_fee", path),
+            slippage=take(cls, d, "slippage", path),
         )
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the ``costs`` object (from the fields' rules)."""
+        return object_schema(cls)
 
 
 @dataclass(frozen=True)
 class Execution:
     """How orders execute; see docs/semantics.md."""
 
-    init_cash: float = 100_000.0
-    fill: str = "close"
-    direction: str = "long"
-    size: float = 1.0
-    size_type: str = "percent"
-    fractional: bool = True
-    sl_stop: float = 0.0
-    tp_stop: float = 0.0
-    tsl_stop: float = 0.0
+    init_cash: float = field(default=100_000.0, metadata=meta(Number(0.0, lo_open=True), "starting cash"))
+    fill: str = field(default="close", metadata=meta(
+        Choice(FILLS), "close: at the signal bar's close; next_open: at the next valid bar's open"))
+    direction: str = field(default="long", metadata=meta(Choice(DIRECTIONS), "which signals trade"))
+    size: float = field(default=1.0, metadata=meta(
+        Number(0.0, lo_open=True), "position size in size_type units; at most 1 when size_type is percent"))
+    size_type: str = field(default="percent", metadata=meta(
+        Choice(SIZE_TYPES), "percent: fraction of equity; value: cash; units: shares"))
+    fractional: bool = field(default=True, metadata=meta(Flag(), "false: whole units only (rounded down)"))
+    sl_stop: float = field(default=0.0, metadata=meta(
+        Number(0.0, 1.0, hi_open=True), "stop-loss as a fraction of the entry price; 0 = off"))
+    tp_stop: float = field(default=0.0, metadata=meta(
+        Number(0.0), "take-profit as a fraction of the entry price; 0 = off"))
+    tsl_stop: float = field(default=0.0, metadata=meta(
+        Number(0.0, 1.0, hi_open=True), "trailing stop as a fraction of the peak (trough) price; 0 = off"))
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "execution") -> Execution:
         d = _obj(doc, path)
-        _no_extra(d, {f for f in cls.__dataclass_fields__}, path)
-        size_type = _choice(d, "size_type", path, SIZE_TYPES, "percent")
-        size = _number(d, "size", path, 1.0, 0.0, 1.0 if size_type == "percent" else None, lo_open=True)
+        _no_extra(d, field_names(cls), path)
+        size_type = take(cls, d, "size_type", path)
+        size_rule = replace(rule_of(cls, "size"), hi=1.0 if size_type == "percent" else None)
+        size = take(cls, d, "size", path, size_rule)
         return cls(
-            init_cash=_number(d, "init_cash", path, 100_000.0, 0.0, lo_open=True),
-            fill=_choice(d, "fill", path, FILLS, "close"),
-            direction=_choice(d, "direction", path, DIRECTIONS, "long"),
+            init_cash=take(cls, d, "init_cash", path),
+            fill=take(cls, d, "fill", path),
+            direction=take(cls, d, "direction", path),
             size=size,
             size_type=size_type,
-            fractional=_bool(d, "fractional", path, True),
-            sl_stop=_number(d, "sl_stop", path, 0.0, 0.0, 1.0, hi_open=True),
-            tp_stop=_number(d, "tp_stop", path, 0.0, 0.0),
-            tsl_stop=_number(d, "tsl_stop", path, 0.0, 0.0, 1.0, hi_open=True),
+            fractional=take(cls, d, "fractional", path),
+            sl_stop=take(cls, d, "sl_stop", path),
+            tp_stop=take(cls, d, "tp_stop", path),
+            tsl_stop=take(cls, d, "tsl_stop", path),
         )
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the ``execution`` object (from the fields' rules)."""
+        return object_schema(cls)
 
 
 @dataclass(frozen=True)
@@ -146,81 +170,90 @@ class MetricsOptions:
     """``risk_free`` per period; ``periods_per_year`` inferred from bar spacing when None;
     ``benchmark``: a symbol whose returns alpha/beta are measured against."""
 
-    risk_free: float = 0.0
-    periods_per_year: float | None = None
-    benchmark: str | None = None
+    risk_free: float = field(default=0.0, metadata=meta(Number(-1.0, 1.0, lo_open=True), "risk-free rate per period"))
+    periods_per_year: float | None = field(default=None, metadata=meta(
+        Number(0.0, lo_open=True, nullable=True), "annualisation factor; null: inferred from the bar spacing"))
+    benchmark: str | None = field(default=None, metadata=meta(
+        Text("must be a symbol name, got {value!r}", nullable=True),
+        "a symbol whose returns alpha and beta are measured against"))
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "metrics") -> MetricsOptions:
         d = _obj(doc, path)
-        _no_extra(d, {"risk_free", "periods_per_year", "benchmark"}, path)
-        ppy = d.get("periods_per_year")
-        if ppy is not None:
-            ppy = _number(d, "periods_per_year", path, 252.0, 0.0, lo_open=True)
-        bench = d.get("benchmark")
-        if bench is not None and not isinstance(bench, str):
-            raise SpecError(f"{path}.benchmark", f"must be a symbol name, got {bench!r}")
-        return cls(risk_free=_number(d, "risk_free", path, 0.0, -1.0, 1.0, lo_open=True),
-                   periods_per_year=ppy, benchmark=bench)
+        _no_extra(d, field_names(cls), path)
+        ppy = take(cls, d, "periods_per_year", path)
+        bench = take(cls, d, "benchmark", path)
+        return cls(risk_free=take(cls, d, "risk_free", path), periods_per_year=ppy, benchmark=bench)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the ``metrics`` object (from the fields' rules)."""
+        return object_schema(cls)
 
 
 @dataclass(frozen=True)
 class OutputOptions:
     """What the result holds: ranking metric, how many top rows get details, which details."""
 
-    rank_by: str = "sharpe"
-    top_k: int = 10
-    equity_curves: bool = True
-    trades: bool = True
-    metrics: tuple[str, ...] | None = None  # None: every metric
+    rank_by: str = field(default="sharpe", metadata=meta(
+        _METRIC, "the metric the table is ranked by (in its better direction)"))
+    top_k: int = field(default=10, metadata=meta(Integer(0, 1000), "how many of the best columns get details"))
+    equity_curves: bool = field(default=True, metadata=meta(Flag(), "details include the equity curve"))
+    trades: bool = field(default=True, metadata=meta(Flag(), "details include the trades"))
+    metrics: tuple[str, ...] | None = field(default=None, metadata=meta(  # None: every metric
+        Many(_METRIC), "the metrics to compute (rank_by is added); null: all"))
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "output") -> OutputOptions:
-        from .metrics import METRICS
-
         d = _obj(doc, path)
-        _no_extra(d, {"rank_by", "top_k", "equity_curves", "trades", "metrics"}, path)
-        rank_by = d.get("rank_by", "sharpe")
-        if rank_by not in METRICS:
-            raise SpecError(f"{path}.rank_by", f"unknown metric {rank_by!r}; one of {', '.join(METRICS)}")
-        top_k = d.get("top_k", 10)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= 1000:
-            raise SpecError(f"{path}.top_k", f"must be an integer from 0 to 1000, got {top_k!r}")
-        wanted = d.get("metrics")
+        _no_extra(d, field_names(cls), path)
+        rank_by = take(cls, d, "rank_by", path)
+        top_k = take(cls, d, "top_k", path)
+        wanted = take(cls, d, "metrics", path)
         if wanted is not None:
-            if not isinstance(wanted, list) or not wanted:
-                raise SpecError(f"{path}.metrics", "must be a non-empty list of metric names")
-            for i, m in enumerate(wanted):
-                if m not in METRICS:
-                    raise SpecError(f"{path}.metrics[{i}]", f"unknown metric {m!r}; one of {', '.join(METRICS)}")
             if rank_by not in wanted:
                 wanted = [*wanted, rank_by]
             wanted = tuple(wanted)
-        return cls(rank_by=rank_by, top_k=top_k, equity_curves=_bool(d, "equity_curves", path, True),
-                   trades=_bool(d, "trades", path, True), metrics=wanted)
+        return cls(rank_by=rank_by, top_k=top_k, equity_curves=take(cls, d, "equity_curves", path),
+                   trades=take(cls, d, "trades", path), metrics=wanted)
 
-
-SPEC_FIELDS = {"strategy", "params", "symbols", "source", "frequency", "start", "end", "adjusted",
-               "costs", "execution", "metrics", "output", "callback_url"}
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the ``output`` object (from the fields' rules)."""
+        return object_schema(cls)
 
 
 @dataclass(frozen=True)
 class BacktestSpec:
     """A validated backtest request. Build with `from_dict`; `to_dict` gives the JSON form."""
 
-    strategy: str
-    params: dict[str, Any] = field(default_factory=dict)
-    symbols: tuple[str, ...] | None = None
-    source: str | None = None
-    frequency: str = "1d"
-    start: str | None = None
-    end: str | None = None
-    adjusted: bool = True
-    costs: Costs = field(default_factory=Costs)
-    execution: Execution = field(default_factory=Execution)
-    metrics: MetricsOptions = field(default_factory=MetricsOptions)
-    output: OutputOptions = field(default_factory=OutputOptions)
-    callback_url: str | None = None
+    strategy: str = field(metadata=meta(
+        Text("is required: the name of a strategy (see GET /strategies)", nonempty=True),
+        "a strategy name (GET /strategies)"))
+    params: dict[str, Any] = field(default_factory=dict, metadata=meta(
+        Described({"type": "object", "additionalProperties": _PARAM_VALUE}),
+        "per parameter: a value, a list, or a range {start, stop, step} (stop included); "
+        "omitted parameters take their defaults"))
+    symbols: tuple[str, ...] | None = field(default=None, metadata=meta(
+        Described({"oneOf": [_SYMBOL, {"type": "array", "minItems": 1, "uniqueItems": True, "items": _SYMBOL}],
+                   "nullable": True}),
+        "the symbols to run (one name or a list); null: every symbol of the data or source"))
+    source: str | None = field(default=None, metadata=meta(
+        Text("must be a data source name, got {value!r}", nullable=True, nonempty=True),
+        "the data source (GET /data/sources); null: synthetic"))
+    frequency: str = field(default="1d", metadata=meta(Choice(FREQUENCIES), "bar frequency"))
+    start: str | None = field(default=None, metadata=meta(Described(_DATE), "first bar: an ISO 8601 date or date-time"))
+    end: str | None = field(default=None, metadata=meta(
+        Described(_DATE), "last bar: an ISO 8601 date or date-time; a bare date includes its whole day"))
+    adjusted: bool = field(default=True, metadata=meta(
+        Flag(), "split/dividend-adjusted prices where the source has them"))
+    costs: Costs = field(default_factory=Costs, metadata=meta(Nested(Costs)))
+    execution: Execution = field(default_factory=Execution, metadata=meta(Nested(Execution)))
+    metrics: MetricsOptions = field(default_factory=MetricsOptions, metadata=meta(Nested(MetricsOptions)))
+    output: OutputOptions = field(default_factory=OutputOptions, metadata=meta(Nested(OutputOptions)))
+    callback_url: str | None = field(default=None, metadata=meta(
+        Text("must be an http(s) URL", nullable=True, prefixes=("http://", "https://"), extra={"format": "uri"}),
+        "POSTed {job_id, status, error, links} when the job ends"))
 
     @classmethod
     def from_dict(cls, doc: Any) -> BacktestSpec:
@@ -228,10 +261,8 @@ class BacktestSpec:
         if isinstance(doc, BacktestSpec):
             return doc
         d = _obj(doc, "")
-        _no_extra(d, SPEC_FIELDS, "")
-        strategy = d.get("strategy")
-        if not isinstance(strategy, str) or not strategy:
-            raise SpecError("strategy", "is required: the name of a strategy (see GET /strategies)")
+        _no_extra(d, field_names(cls), "")
+        strategy = rule_of(cls, "strategy").check(d.get("strategy"), "strategy")
         params = _obj(d.get("params"), "params")
         symbols = d.get("symbols")
         if symbols is not None:
@@ -246,19 +277,13 @@ class BacktestSpec:
             if len(set(symbols)) != len(symbols):
                 raise SpecError("symbols", "lists a symbol twice")
             symbols = tuple(symbols)
-        source = d.get("source")
-        if source is not None and (not isinstance(source, str) or not source):
-            raise SpecError("source", f"must be a data source name, got {source!r}")
-        frequency = d.get("frequency", "1d")
-        if frequency not in FREQUENCIES:
-            raise SpecError("frequency", f"must be one of {', '.join(FREQUENCIES)}, got {frequency!r}")
+        source = rule_of(cls, "source").check(d.get("source"), "source")
+        frequency = rule_of(cls, "frequency").check(d.get("frequency", "1d"), "frequency")
         start = _timestamp(d.get("start"), "start")
         end = _timestamp(d.get("end"), "end")
         if start and end and pd.Timestamp(start) > pd.Timestamp(end):
             raise SpecError("end", "is before start")
-        callback = d.get("callback_url")
-        if callback is not None and (not isinstance(callback, str) or not callback.startswith(("http://", "https://"))):
-            raise SpecError("callback_url", "must be an http(s) URL")
+        callback = rule_of(cls, "callback_url").check(d.get("callback_url"), "callback_url")
         return cls(
             strategy=strategy,
             params=params,
@@ -267,13 +292,18 @@ class BacktestSpec:
             frequency=frequency,
             start=start,
             end=end,
-            adjusted=_bool(d, "adjusted", "", True),
+            adjusted=take(cls, d, "adjusted", ""),  # (the error path reads ".adjusted")
             costs=Costs.from_dict(d.get("costs")),
             execution=Execution.from_dict(d.get("execution")),
             metrics=MetricsOptions.from_dict(d.get("metrics")),
             output=OutputOptions.from_dict(d.get("output")),
             callback_url=callback,
         )
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the request document (``POST /backtest``), nested objects inline."""
+        return object_schema(cls)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (round-trips through `from_dict`)."""
@@ -283,6 +313,10 @@ class BacktestSpec:
         if self.output.metrics is not None:
             out["output"]["metrics"] = list(self.output.metrics)
         return out
+
+
+SPEC_FIELDS = frozenset(field_names(BacktestSpec))
+"""The top-level keys of a spec document."""
 
 
 def _param_values(p: Any, raw: Any, path: str) -> list[Any]:

@@ -370,3 +370,41 @@ def test_hook_builds_the_source_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TIINGO_API_URL", "ftp://example.com")
     with pytest.raises(ConfigError, match="TIINGO_API_URL must be an http"):
         tiingo.register_data_sources()
+
+
+# -- default range ----------------------------------------------------------------------------------
+def test_default_range_depends_on_the_frequency() -> None:
+    src = TiingoSource("key", "http://127.0.0.1:9")
+    before = pd.Timestamp.now(tz=UTC).normalize()
+    ranges = {f: src.default_range(f) for f in src.frequencies}
+    after = pd.Timestamp.now(tz=UTC).normalize()
+    assert set(ranges) == {"1d", "1min", "5min", "15min", "30min", "1h", "4h"}
+    for freq, (start, end) in ranges.items():
+        assert end in (before, after) and end == end.normalize() and str(end.tz) == "UTC", freq
+        if freq == "1d":
+            assert start == end - pd.DateOffset(years=10), freq
+        else:
+            assert start == end - pd.Timedelta(days=30), freq
+            # a short window: at most 5 IEX requests per symbol, however fine the bars
+            assert (end - start).days + 1 <= 5 * tiingo.IEX_WINDOW_DAYS[freq], freq
+    assert src.default_range() == ranges["1d"] or after != before  # the daily range is the default
+
+
+def test_default_range_for_passes_the_frequency_to_every_source() -> None:
+    from gpu_backtest.plugins.datasources.base import DataSource, default_range_for
+    from gpu_backtest.plugins.datasources.synthetic import DEFAULT_END, DEFAULT_START, SyntheticSource
+
+    class Legacy(DataSource):  # written before default_range took the frequency
+        def default_range(self):  # type: ignore[override]
+            return ts("2001-01-01"), ts("2002-01-01")
+
+    class Recorder(DataSource):
+        def default_range(self, frequency: str = "1d"):  # type: ignore[override]
+            return ts("2003-01-01"), ts(f"2003-01-{len(frequency):02d}")
+
+    assert default_range_for(Legacy(), "5min") == (ts("2001-01-01"), ts("2002-01-01"))
+    assert default_range_for(Recorder(), "5min") == (ts("2003-01-01"), ts("2003-01-04"))
+    assert default_range_for(DataSource(), "1h") == (None, None)
+    assert default_range_for(SyntheticSource(), "1d") == (DEFAULT_START, DEFAULT_END)
+    src = TiingoSource("key", "http://127.0.0.1:9")
+    assert default_range_for(src, "1min") == src.default_range("1min") != src.default_range("1d")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,3 +64,32 @@ def test_symbols_are_stored_in_the_sources_spelling(tmp_path: Path, monkeypatch:
 
         stored = [e.symbol for e in MarketDataService(settings, pm).symbols("tiingo")]
         assert stored == ["AAPL", "BRK-A", "SPY"]
+
+
+def test_a_spec_without_dates_runs_on_the_default_range_of_its_frequency(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intraday: the last 30 days (a few IEX requests); daily: the last 10 years."""
+    from gpu_backtest.core.errors import DataError
+
+    with FakeTiingo() as fake:
+        monkeypatch.setenv("TIINGO_API_KEY", fake.token)
+        monkeypatch.setenv("TIINGO_API_URL", fake.url)
+        settings = Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path)})
+        pm = build_plugin_manager()
+        spec = {"strategy": "buy_and_hold", "source": "tiingo", "symbols": ["AAPL"], "frequency": "5min"}
+        today = pd.Timestamp.now(tz="UTC").normalize()
+        res = run_backtest(spec, settings=settings, backend="cpu", pm=pm)
+        days = {today.strftime("%Y-%m-%d"), pd.Timestamp.now(tz="UTC").normalize().strftime("%Y-%m-%d")}
+        iex = price_requests(fake)
+        assert 1 <= len(iex) <= 2 and all(q["resampleFreq"] == "5min" for q in iex), iex
+        first = pd.Timestamp(iex[0]["startDate"], tz="UTC")
+        assert first + pd.Timedelta(days=30) in {pd.Timestamp(d, tz="UTC") for d in days}, iex
+        assert iex[-1]["endDate"] in days
+        assert pd.Timestamp(res.info["start"]) >= first and res.info["n_bars"] > 15 * 78
+
+        fake.requests.clear()
+        with pytest.raises(DataError):  # the fake has daily bars of 2015 only: nothing in the last 10 years
+            run_backtest({**spec, "frequency": "1d"}, settings=settings, backend="cpu", pm=pm)
+        (daily,) = price_requests(fake)
+        start = pd.Timestamp(daily["startDate"], tz="UTC")
+        assert start + pd.DateOffset(years=10) in {pd.Timestamp(d, tz="UTC") for d in days}, daily

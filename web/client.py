@@ -57,9 +57,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.jobstatus import FAILED, FINAL_STATUSES
+
 __all__ = ["ApiError", "BacktestClient", "ClientError", "JobFailed", "TransportError", "WaitTimeout"]
 
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 USER_AGENT = "gpu-backtest-client/1"
 MAX_RETRY_AFTER_S = 30.0
 FAST_POLL_S = 0.025  # `wait` polls this often during the first FAST_POLL_WINDOW_S (short jobs seen done at once)
@@ -265,7 +266,7 @@ class BacktestClient:
                 on_progress(job)
             seen = key
             if job.get("status") in FINAL_STATUSES:
-                if job["status"] == "failed":
+                if job["status"] == FAILED:
                     raise JobFailed(job)
                 return job
             if deadline is not None:

@@ -7,7 +7,6 @@ it touches the database, files or compute) and shapes the JSON answer.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import json
 import math
@@ -17,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,11 +24,12 @@ from aiohttp import web
 from ..core.artifacts import Artifact
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
+from ..core.jobstatus import STATUSES, SUCCEEDED
+from ..core.jsonsafe import json_cell
 from ..plugins.manager import strategies
 from . import keys as K
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class BadRequest(GpuBacktestError):
@@ -71,22 +70,9 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return v
 
 
-def _json_value(v: Any) -> Any:
-    """One table cell as a plain JSON value: numpy scalars → Python, NaN/±inf/NaT → None."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
-        return None
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, (pd.Timestamp, dt.datetime, dt.date)):
-        return v.isoformat()
-    return v
-
-
 def _json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows at full float precision (``DataFrame.to_json`` rounds to 10 decimal places)."""
-    return [{k: _json_value(v) for k, v in rec.items()} for rec in table.to_dict("records")]
+    return [{k: json_cell(v) for k, v in rec.items()} for rec in table.to_dict("records")]
 
 
 def _json_constant(name: str) -> Any:
@@ -186,7 +172,7 @@ async def backtest_results(request: web.Request) -> web.StreamResponse:
     """GET /backtest/{job_id}/results?format=json|csv|parquet&limit=&offset=&sort=: the full table,
     read from the job's Parquet pieces (merged in rank order, in bounded memory, off the loop)."""
     job = await _job(request)
-    if job.status != "succeeded" or not job.artifact_path:
+    if job.status != SUCCEEDED or not job.artifact_path:
         raise Conflict(f"job {job.id} is {job.status}; results exist once it has succeeded",
                        {"status": job.status})
     fmt = request.query.get("format", "json")

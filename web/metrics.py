@@ -10,7 +10,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+from ..core.jobstatus import QUEUED, STATUSES
+
+STATES = STATUSES
 
 
 class ServiceMetrics:
@@ -45,6 +47,6 @@ class ServiceMetrics:
     def render(self, counts: dict[str, int], running_here: int) -> bytes:
         for s in STATES:
             self.jobs.labels(s).set(counts.get(s, 0))
-        self.queue_depth.set(counts.get("queued", 0))
+        self.queue_depth.set(counts.get(QUEUED, 0))
         self.running_here.set(running_here)
         return generate_latest(self.registry)

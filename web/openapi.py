@@ -6,6 +6,8 @@ import html
 from typing import Any
 
 from .. import __version__
+from ..core.jobstatus import STATUSES
+from ..core.spec import BacktestSpec
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -27,37 +29,9 @@ PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
 
 def openapi_document() -> dict[str, Any]:
     """The whole API: every endpoint, its parameters, bodies and answers."""
-    spec_schema = {
-        "type": "object", "required": ["strategy"],
-        "properties": {
-            "strategy": {"type": "string"},
-            "params": {"type": "object", "additionalProperties": {
-                "oneOf": [{"type": ["number", "string", "boolean"]}, {"type": "array"},
-                          {"type": "object", "properties": {"start": {"type": "number"}, "stop": {"type": "number"},
-                                                            "step": {"type": "number"}}}]}},
-            "symbols": {"type": "array", "items": {"type": "string"}},
-            "source": {"type": "string"}, "frequency": {"type": "string"},
-            "start": {"type": "string", "format": "date"}, "end": {"type": "string", "format": "date"},
-            "adjusted": {"type": "boolean"},
-            "costs": {"type": "object", "properties": {"fees": {"type": "number"}, "fixed_fee": {"type": "number"},
-                                                       "slippage": {"type": "number"}}},
-            "execution": {"type": "object", "properties": {
-                "init_cash": {"type": "number"}, "fill": {"enum": ["close", "next_open"]},
-                "direction": {"enum": ["long", "short", "both"]}, "size": {"type": "number"},
-                "size_type": {"enum": ["percent", "value", "units"]}, "fractional": {"type": "boolean"},
-                "sl_stop": {"type": "number"}, "tp_stop": {"type": "number"}, "tsl_stop": {"type": "number"}}},
-            "metrics": {"type": "object", "properties": {"risk_free": {"type": "number"},
-                                                         "periods_per_year": {"type": "number"},
-                                                         "benchmark": {"type": "string"}}},
-            "output": {"type": "object", "properties": {"rank_by": {"type": "string"}, "top_k": {"type": "integer"},
-                                                        "equity_curves": {"type": "boolean"},
-                                                        "trades": {"type": "boolean"},
-                                                        "metrics": {"type": "array", "items": {"type": "string"}}}},
-            "callback_url": {"type": "string", "format": "uri"},
-        },
-    }
+    spec_schema = BacktestSpec.json_schema()  # derived from the validator's own field rules (core/spec.py)
     job = {"type": "object", "properties": {
-        "job_id": {"type": "string"}, "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "job_id": {"type": "string"}, "status": {"enum": list(STATUSES)},
         "progress": {"type": "number"}, "stage": {"type": ["string", "null"]}, "error": {},
         "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
         "finished_at": {"type": ["string", "null"]}, "summary": {}, "links": {"type": "object"}}}

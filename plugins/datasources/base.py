@@ -15,6 +15,7 @@ what is missing (incremental by date). Register a source through the plugin hook
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,16 @@ class FetchRange:
     frequency: str = "1d"
 
 
+def default_range_for(source: DataSource, frequency: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """``source.default_range(frequency)``; a source written before ``default_range`` took the
+    frequency (``def default_range(self)``) is asked without it."""
+    try:
+        takes_frequency = bool(inspect.signature(source.default_range).parameters)
+    except (TypeError, ValueError):  # no signature to read (a builtin or C callable): assume the current one
+        takes_frequency = True
+    return source.default_range(frequency) if takes_frequency else source.default_range()
+
+
 class DataSource:
     """Base class for data sources. Subclasses set the attributes and implement `fetch`."""
 
@@ -61,8 +72,8 @@ class DataSource:
         """The universe a spec without ``symbols`` runs on: every stored symbol of this source."""
         return [e.symbol for e in store.catalog(self.name, frequency)]
 
-    def default_range(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-        """The date range a spec without ``start``/``end`` runs on (None: all stored bars)."""
+    def default_range(self, frequency: str = "1d") -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """The date range a spec without ``start``/``end`` runs on at ``frequency`` (None: all stored bars)."""
         return None, None
 
     def fetch(self, symbol: str, start: pd.Timestamp | None, end: pd.Timestamp | None,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ...core.synthetic import symbol_bars
+from ...core.timeutil import to_utc
 from ..hookspecs import hookimpl
 from .base import DataSource, FetchRange
 
@@ -27,11 +28,6 @@ DEMO_SYMBOLS = [f"SYN{i:03d}" for i in range(20)]
 SEED = 42
 
 
-def _utc(value: object) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 class SyntheticSource(DataSource):
     """Deterministic GBM bars (realistic OHLC and volume) generated on demand and cached."""
 
@@ -43,18 +39,19 @@ class SyntheticSource(DataSource):
     def default_symbols(self, store: MarketDataStore, frequency: str) -> list[str]:
         return list(DEMO_SYMBOLS)
 
-    def default_range(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+    def default_range(self, frequency: str = "1d") -> tuple[pd.Timestamp, pd.Timestamp]:
+        """2010-01-01 … 2019-12-31 (the demo decade; the source serves daily bars only)."""
         return DEFAULT_START, DEFAULT_END
 
     def fetch(self, symbol: str, start: pd.Timestamp | None, end: pd.Timestamp | None,
               frequency: str, adjusted: bool = True) -> pd.DataFrame:
-        end = DEFAULT_END if end is None else max(_utc(end), EPOCH)
+        end = DEFAULT_END if end is None else max(to_utc(end), EPOCH)
         index = pd.bdate_range(EPOCH.tz_localize(None), end.normalize().tz_localize(None), tz="UTC")
         b = symbol_bars(symbol, len(index), SEED)
         frame = pd.DataFrame({"timestamp": index, "open": b[0], "high": b[1], "low": b[2], "close": b[3],
                               "volume": b[4]})
         if start is not None:
-            frame = frame[frame["timestamp"] >= _utc(start)]
+            frame = frame[frame["timestamp"] >= to_utc(start)]
         return frame.reset_index(drop=True)
 
     def ensure(self, store: MarketDataStore, symbols: Sequence[str], rng: FetchRange,

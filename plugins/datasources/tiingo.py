@@ -36,6 +36,7 @@ from yarl import URL
 
 from ...core.config import Settings
 from ...core.errors import ConfigError, DataError
+from ...core.timeutil import end_bound_utc, to_utc, to_utc_or_none
 from ..hookspecs import hookimpl
 from .base import CANONICAL, DataSource
 
@@ -46,6 +47,10 @@ IEX_FREQUENCIES = {"1min": "1min", "5min": "5min", "15min": "15min", "30min": "3
                    "4h": "4hour"}
 # calendar days per IEX request, so one answer stays well under Tiingo's per-request row cap
 IEX_WINDOW_DAYS = {"1min": 7, "5min": 30, "15min": 90, "30min": 180, "1h": 365, "4h": 1500}
+# a spec without start/end: the last DEFAULT_DAILY_YEARS of daily bars, or the last DEFAULT_IEX_DAYS
+# calendar days of intraday bars (IEX: a few requests per symbol, however fine the bars; see default_range)
+DEFAULT_DAILY_YEARS = 10
+DEFAULT_IEX_DAYS = 30
 # Tiingo's daily endpoint answers only the latest bar without startDate: "full history" starts here
 EARLIEST = pd.Timestamp("1900-01-01", tz="UTC")
 # Tiingo JSON field -> canonical column
@@ -101,18 +106,8 @@ def normalize_ticker(symbol: str) -> str:
     return ticker
 
 
-def _utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def _day(ts: pd.Timestamp) -> str:
     return ts.strftime("%Y-%m-%d")
-
-
-def _end_bound(end: pd.Timestamp) -> pd.Timestamp:
-    """Inclusive upper bound: an end at midnight (a bare date) covers its whole day."""
-    return end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns") if end == end.normalize() else end
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -262,10 +257,17 @@ class TiingoSource(DataSource):
         return {**super().schema(), "configured": self.api_key is not None}
 
     def default_range(self, frequency: str = "1d") -> tuple[pd.Timestamp, pd.Timestamp]:
-        """A spec without start/end: the last 10 years (daily) or 30 days (intraday) up to today."""
+        """A spec without start/end, by frequency: ``1d`` the last 10 years up to today (00:00 UTC);
+        intraday (IEX) the last 30 calendar days up to today.
+
+        The intraday window is short on purpose: a fetch asks the IEX endpoint for at most
+        `IEX_WINDOW_DAYS` per request (7 days of 1-minute bars), so 30 days take at most 5 requests
+        per symbol, where 10 years of 1-minute bars would take over 500.
+        """
         today = pd.Timestamp.now(tz="UTC").normalize()
-        span = pd.DateOffset(years=10) if frequency in DAILY_FREQUENCIES else pd.Timedelta(days=30)
-        return today - span, today
+        if frequency in DAILY_FREQUENCIES:
+            return today - pd.DateOffset(years=DEFAULT_DAILY_YEARS), today
+        return today - pd.Timedelta(days=DEFAULT_IEX_DAYS), today
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:
@@ -308,10 +310,10 @@ class TiingoSource(DataSource):
             raise DataError(f"tiingo serves {', '.join(self.frequencies)}, not {frequency!r}", frequency)
         tickers = {s: normalize_ticker(s) for s in symbols}
         self._require_key()
-        lo = _utc(start) if start is not None else None
-        hi = _utc(end) if end is not None else None
+        lo = to_utc_or_none(start)
+        hi = to_utc_or_none(end)
         unique = list(dict.fromkeys(tickers.values()))
-        if lo is not None and hi is not None and lo > _end_bound(hi):
+        if lo is not None and hi is not None and lo > end_bound_utc(hi, bare_date=False, midnight=True):
             return {s: self._empty(frequency) for s in symbols}
         async with self._session() as session:
             run = _Run(session, self.concurrency)
@@ -346,7 +348,7 @@ class TiingoSource(DataSource):
         def date(key: str) -> pd.Timestamp | None:
             v = body.get(key)
             try:
-                return _utc(v).normalize() if v else None
+                return to_utc(v).normalize() if v else None
             except (ValueError, TypeError):
                 return None
 
@@ -405,7 +407,7 @@ class TiingoSource(DataSource):
         if lo is not None:
             frame = frame[frame["timestamp"] >= lo]
         if hi is not None:
-            frame = frame[frame["timestamp"] <= _end_bound(hi)]
+            frame = frame[frame["timestamp"] <= end_bound_utc(hi, bare_date=False, midnight=True)]
         return frame.reset_index(drop=True)
 
     async def _get_rows(self, run: _Run, url: URL, query: dict[str, str], ticker: str) -> list[Any]:
