@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.backend import CudaUnavailable, cuda_device_count
 from ..core.config import Settings
 from ..core.executors import DaskExecutor
 
@@ -60,10 +61,8 @@ class ClusterHandle:
 
 def _gpus_present() -> bool:
     try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
+        return cuda_device_count() > 0
+    except CudaUnavailable:
         return False
 
 

@@ -97,8 +97,8 @@ class MarketDataService:
         src, name, universe, benchmark = self._universe(spec)
         wanted = list(universe) + ([benchmark] if benchmark and benchmark not in universe else [])
         d_start, d_end = src.default_range()
-        start = _ts(spec.start) if spec.start else d_start
-        end = _ts(spec.end) if spec.end else d_end
+        start = to_utc(spec.start) if spec.start else d_start
+        end = to_utc(spec.end) if spec.end else d_end
         from ..plugins.datasources.base import FetchRange
 
         src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)

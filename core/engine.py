@@ -11,7 +11,6 @@ sums) and `Engine.details` (record mode: equity curves and trades of a few colum
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from .backend import Backend, select_backend
 from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
 from .executors import CancelFn, Cancelled, DaskExecutor, Executor, LocalExecutor, ProgressFn
+from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader
 from .marketdata import bounds_ns
 from .panel import MarketPanel, to_panel
@@ -148,22 +148,14 @@ class BacktestResult:
                 "rank": int(rec["rank"]),
                 "column": int(rec["column"]),
                 "symbol": rec["symbol"],
-                "params": {p: _json_scalar(rec[p]) for p in self.param_names},
-                "metrics": {m: _json_scalar(rec[m]) for m in self.metric_names},
+                "params": {p: json_scalar(rec[p]) for p in self.param_names},
+                "metrics": {m: json_scalar(rec[m]) for m in self.metric_names},
             })
         return out
 
     def to_dict(self, limit: int | None = None) -> dict[str, Any]:
         """The JSON-able result document (non-finite numbers become null)."""
         return {"info": self.info, "results": self.rows(limit), "details": self.details}
-
-
-def _json_scalar(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def resolve_strategy(spec: BacktestSpec, pm: pluggy.PluginManager | None = None) -> Strategy:
@@ -416,8 +408,8 @@ class Engine:
             d: dict[str, Any] = {
                 "column": (sym_offset + s) * k + combo,
                 "symbol": panel.symbols[s],
-                "params": {name: _json_scalar(v[combo]) for name, v in grid.items()},
-                "metrics": {m: _json_scalar(vals_h[m][j]) for m in wanted if m in vals_h},
+                "params": {name: json_scalar(v[combo]) for name, v in grid.items()},
+                "metrics": {m: json_scalar(vals_h[m][j]) for m in wanted if m in vals_h},
             }
             if spec.output.equity_curves:
                 d["equity"] = {"time": times, "value": [float(x) for x in eq_h[:, j]]}

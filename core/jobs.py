@@ -36,6 +36,7 @@ from .config import Settings
 from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
 from .errors import GpuBacktestError
 from .executors import Executor
+from .jobstatus import CANCELLED, FAILED, SUCCEEDED
 from .spec import BacktestSpec, expand_grid
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class JobManager:
             except Exception:
                 return False
 
-        status, summary, error, artifact = "failed", None, None, None
+        status, summary, error, artifact = FAILED, None, None, None
         try:
             location = artifacts.job_dir(self.artifact_root, job.id)
             await asyncio.to_thread(artifacts.delete, location)  # pieces of an interrupted attempt
@@ -178,9 +179,9 @@ class JobManager:
                                              self.executor_factory(), location)
             artifact = result.artifact
             summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS), "details": result.details}
-            status = "succeeded"
+            status = SUCCEEDED
         except Cancelled:
-            status = "cancelled"
+            status = CANCELLED
         except GpuBacktestError as exc:
             error = exc.to_dict()
         except Exception as exc:
@@ -188,7 +189,7 @@ class JobManager:
             error = {"code": "internal_error", "message": f"internal error ({type(exc).__name__})", "details": None}
         finally:
             self._cancel_flags.pop(job.id, None)
-        if not self._accepting and status == "cancelled" and not await asyncio.to_thread(
+        if not self._accepting and status == CANCELLED and not await asyncio.to_thread(
                 self.store.is_cancel_requested, job.id):
             # stopped by shutdown, not by a user: leave it running; the next start re-queues it
             self._running.pop(job.id, None)

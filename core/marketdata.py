@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from .errors import DataError, NotFoundError
 from .panel import FIELDS, MarketPanel, check_symbol
 from .spec import FREQUENCIES
+from .timeutil import end_bound_utc, to_utc
 from .timeutil import end_bound_utc as _end_utc  # the store's rule: a bare date string covers its day
 from .timeutil import to_utc as _utc
 
@@ -303,8 +304,8 @@ def panel_from_arrays(symbols: list[str], series: Iterable[tuple[np.ndarray, dic
 def bounds_ns(start: Any, end: Any) -> tuple[int | None, int | None]:
     """A run's [lo, hi] bounds in UTC ns: ``start`` from its first instant, ``end`` through its
     last (a bare date includes its whole day); None: unbounded."""
-    lo = _utc(start).value if start is not None else None
-    hi = _end_utc(end).value if end is not None else None
+    lo = to_utc(start).value if start is not None else None
+    hi = end_bound_utc(end).value if end is not None else None
     return lo, hi
 
 
