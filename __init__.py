@@ -27,13 +27,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .core.engine import run_backtest
+    from .api import run_backtest
     from .core.errors import DataError, GpuBacktestError, SpecError
     from .core.spec import BacktestSpec
     from .core.strategy import Param, Signals, Strategy
 
 _LAZY = {
-    "run_backtest": ".core.engine",
+    "run_backtest": ".api",
     "BacktestSpec": ".core.spec",
     "Strategy": ".core.strategy",
     "Param": ".core.strategy",

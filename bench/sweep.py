@@ -54,9 +54,10 @@ def ours(panel: Any, backend: str) -> Callable[[], Any]:
     from gpu_backtest.core.backend import select_backend
     from gpu_backtest.core.config import Settings
     from gpu_backtest.core.engine import Engine
+    from gpu_backtest.plugins.manager import default_registry
 
     settings = Settings.from_env()
-    engine = Engine(settings, select_backend(settings, backend))
+    engine = Engine(settings, select_backend(settings, backend), default_registry())
     sp = spec()
 
     def run() -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 from ..core.backend import CudaUnavailable, cuda_device_count
 from ..core.config import Settings
 from ..core.executors import DaskExecutor
+from .worker import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -92,4 +93,4 @@ def start_cluster(settings: Settings, processes: bool = True, dashboard_address:
 
 def executor(handle: ClusterHandle, settings: Settings) -> DaskExecutor:
     """The executor that runs a job's stages on this cluster."""
-    return DaskExecutor(handle.client, retries=settings.task_retries)
+    return DaskExecutor(handle.client, worker_context, retries=settings.task_retries)

@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pluggy
-
 from .config import Settings
 from .errors import DataError, NotFoundError, SpecError
 from .marketdata import CatalogEntry, MarketDataStore, bounds_ns, check_frequency, check_source
-from .panel import MarketPanel, check_symbol
+from .panel import check_symbol
 from .plan import DataSelection
+from .registry import Registry
 from .spec import BacktestSpec
 from .timeutil import to_utc, to_utc_or_none
 
@@ -27,18 +26,18 @@ DEFAULT_SOURCE = "synthetic"
 class MarketDataService:
     """Sources (plugins) + the Parquet store under ``$GPU_BACKTEST_DATA_DIR/market``."""
 
-    def __init__(self, settings: Settings | None = None, pm: pluggy.PluginManager | None = None,
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None,
                  store: MarketDataStore | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.pm = pm
+        if registry is None:
+            raise TypeError("MarketDataService needs a registry (plugins.manager.default_registry())")
+        self.registry = registry
         self.store = store or MarketDataStore(self.settings.market_uri)
 
     # -- sources ----------------------------------------------------------------------------
     def sources(self) -> dict[str, Any]:
         """Registered data sources by name."""
-        from ..plugins.manager import data_sources
-
-        return data_sources(self.pm)
+        return dict(self.registry.data_sources())
 
     def source(self, name: str) -> Any:
         """The source called ``name``; NotFoundError listing the known ones otherwise."""
@@ -96,10 +95,11 @@ class MarketDataService:
         returns the most bars any selected series holds (a partition-size hint)."""
         src, name, universe, benchmark = self._universe(spec)
         wanted = list(universe) + ([benchmark] if benchmark and benchmark not in universe else [])
-        d_start, d_end = src.default_range()
+        from ..plugins.datasources.base import FetchRange, default_range_for
+
+        d_start, d_end = default_range_for(src, spec.frequency)  # the source's default for this frequency
         start = to_utc(spec.start) if spec.start else d_start
         end = to_utc(spec.end) if spec.end else d_end
-        from ..plugins.datasources.base import FetchRange
 
         src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)
         stored = {e.symbol: e for e in self.store.catalog(name, spec.frequency)}
@@ -131,36 +131,3 @@ class MarketDataService:
                 raise SpecError(f"symbols[{i}]", exc.message) from None
         benchmark = src.normalize_symbol(spec.metrics.benchmark) if spec.metrics.benchmark else None
         return src, name, universe, benchmark
-
-    def panel_for(self, spec: BacktestSpec) -> tuple[MarketPanel, list[str], str | None]:
-        """The panel a spec runs on (its universe plus any benchmark symbol), the universe and the
-        benchmark symbol, both in the source's spelling (e.g. Tiingo's ``BRK-A`` for ``brk.a``)."""
-        name = spec.source or DEFAULT_SOURCE
-        try:
-            src = self.source(name)
-        except NotFoundError as exc:
-            raise SpecError("source", exc.message) from None
-        if spec.frequency not in src.frequencies:
-            raise SpecError("frequency", f"source {name} serves {', '.join(src.frequencies)}")
-        universe = (list(dict.fromkeys(src.normalize_symbol(s) for s in spec.symbols)) if spec.symbols
-                    else src.default_symbols(self.store, spec.frequency))
-        if not universe:
-            raise SpecError("symbols", f"no symbols given and none stored for source {name}")
-        for i, s in enumerate(universe):
-            try:
-                check_symbol(s)
-            except DataError as exc:
-                raise SpecError(f"symbols[{i}]", exc.message) from None
-        wanted = list(universe)
-        benchmark = src.normalize_symbol(spec.metrics.benchmark) if spec.metrics.benchmark else None
-        if benchmark and benchmark not in wanted:
-            wanted.append(benchmark)
-        from ..plugins.datasources.base import FetchRange, default_range_for
-
-        d_start, d_end = default_range_for(src, spec.frequency)  # the source's default for this frequency
-        start = to_utc(spec.start) if spec.start else d_start
-        end = to_utc(spec.end) if spec.end else d_end
-        src.ensure(self.store, wanted, FetchRange(start, end, spec.frequency), spec.adjusted)
-        end_bound: Any = spec.end if spec.end else end
-        panel = self.store.load_panel(name, wanted, spec.frequency, start, end_bound, adjusted=spec.adjusted)
-        return panel, universe, benchmark

@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pluggy
 
 from . import artifacts
 from . import metrics as M
 from .backend import Backend, select_backend
 from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
-from .executors import CancelFn, Cancelled, DaskExecutor, Executor, LocalExecutor, ProgressFn
+from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn
 from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader
 from .marketdata import bounds_ns
@@ -39,6 +38,7 @@ from .plan import (
     symbols_per_partition,
 )
 from .ranking import rank_sorted
+from .registry import Registry, get_strategy
 from .simulate import layout as L
 from .spec import BacktestSpec, expand_grid, grid_size
 from .strategy import SignalContext, Signals, Strategy
@@ -51,7 +51,7 @@ BYTES_PER_CELL_SERIES = 8
 
 SUMMARY_ROWS = 20  # candidates kept per partition at least: the job summary's top rows
 
-__all__ = ["BacktestResult", "CancelFn", "Cancelled", "Engine", "ProgressFn", "StrategyError", "run_backtest"]
+__all__ = ["BacktestResult", "CancelFn", "Cancelled", "Engine", "ProgressFn", "StrategyError"]
 
 
 class StrategyError(GpuBacktestError):
@@ -158,12 +158,10 @@ class BacktestResult:
         return {"info": self.info, "results": self.rows(limit), "details": self.details}
 
 
-def resolve_strategy(spec: BacktestSpec, pm: pluggy.PluginManager | None = None) -> Strategy:
+def resolve_strategy(spec: BacktestSpec, registry: Registry) -> Strategy:
     """The spec's strategy; SpecError on ``strategy`` naming the known ones otherwise."""
-    from ..plugins.manager import get_strategy
-
     try:
-        return get_strategy(spec.strategy, pm)
+        return get_strategy(registry, spec.strategy)
     except NotFoundError as exc:
         raise SpecError("strategy", exc.message) from None
 
@@ -182,11 +180,18 @@ class Engine:
     """Plans specs and computes on one backend; `run` is the whole pipeline."""
 
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None,
-                 pm: pluggy.PluginManager | None = None, data_service: Any = None) -> None:
+                 registry: Registry | None = None, data_service: Any = None) -> None:
         self.settings = settings or Settings.from_env()
         self.backend = backend or select_backend(self.settings)
-        self.pm = pm
+        self._registry = registry
         self._data_service = data_service
+
+    @property
+    def registry(self) -> Registry:
+        """The strategies and data sources this engine plans with (passed in by the caller)."""
+        if self._registry is None:
+            raise TypeError("this Engine was built without a registry; pass plugins.manager.default_registry()")
+        return self._registry
 
     @property
     def data_service(self) -> Any:
@@ -194,14 +199,12 @@ class Engine:
         if self._data_service is None:
             from .dataservice import MarketDataService
 
-            self._data_service = MarketDataService(self.settings, self.pm)
+            self._data_service = MarketDataService(self.settings, self.registry)
         return self._data_service
 
     def stage_context(self) -> StageContext:
         """This engine as a stage context (in-process executors)."""
-        from ..plugins.manager import strategies
-
-        return StageContext(self.settings, self.backend, strategies(self.pm))
+        return StageContext(self.settings, self.backend, dict(self.registry.strategies()))
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self, spec: Any, data: Any = None) -> tuple[RunPlan, BarsLoader | None]:
@@ -212,7 +215,7 @@ class Engine:
         bars are fetched first; workers then read the store); else bars in memory, served by
         the returned loader."""
         spec = BacktestSpec.from_dict(spec)
-        strategy = resolve_strategy(spec, self.pm)
+        strategy = resolve_strategy(spec, self.registry)
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
         loader: BarsLoader | None = None
         if data is None:
@@ -245,9 +248,7 @@ class Engine:
 
     def strategy_ref(self, name: str) -> StrategyRef:
         """The strategy and the plugin/distribution/version that provide it."""
-        from ..plugins.manager import strategy_provenance
-
-        return StrategyRef(name=name, **strategy_provenance(name, self.pm))
+        return StrategyRef(name=name, **self.registry.provenance(name))
 
     # -- running ------------------------------------------------------------------------------
     def run(self, spec: Any, data: Any = None, progress: ProgressFn | None = None,
@@ -446,23 +447,3 @@ def trades_to_dicts(records: np.ndarray, index: pd.DatetimeIndex) -> list[dict[s
             "status": "open" if reason == "open" else "closed",
         })
     return out
-
-
-def run_backtest(spec: Any, data: Any = None, *, settings: Settings | None = None, backend: Backend | str | None = None,
-                 progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                 pm: pluggy.PluginManager | None = None, client: Any = None) -> BacktestResult:
-    """Run one backtest or a parameter sweep.
-
-    ``spec``: a dict (the POST /backtest document) or a `BacktestSpec`. ``data``: a long
-    DataFrame (timestamp/date, symbol, open, high, low, close, volume), a dict of per-symbol
-    DataFrames, a `MarketPanel`, CSV/Parquet path(s), or None: the spec's ``source`` (default
-    ``synthetic``) through the market-data store, fetching what is missing. ``client``: a
-    ``distributed.Client`` — the stages then run on its cluster (workers read the store, or
-    the in-memory bars scattered to them). Raises `SpecError` / `DataError` (subclasses of
-    `GpuBacktestError`) naming the bad field or file.
-    """
-    settings = settings or Settings.from_env()
-    if isinstance(backend, str):
-        backend = select_backend(settings, backend)
-    executor = DaskExecutor(client, retries=settings.task_retries) if client is not None else None
-    return Engine(settings, backend, pm).run(spec, data, progress=progress, cancel=cancel, executor=executor)

@@ -179,9 +179,10 @@ def _raise_task_error(fut: Any, retries: int) -> None:
 class DaskExecutor:
     """Runs the stages as Dask tasks on ``client``'s cluster (see the module docstring)."""
 
-    def __init__(self, client: Any, retries: int = 3, fan_in: int = 8, poll_s: float = 0.25,
-                 loader: BarsLoader | None = None) -> None:
+    def __init__(self, client: Any, context_factory: Callable[[], StageContext], retries: int = 3,
+                 fan_in: int = 8, poll_s: float = 0.25, loader: BarsLoader | None = None) -> None:
         self.client = client
+        self.context_factory = context_factory  # runs on each worker: its own device, budget, plugins
         self.retries = retries
         self.fan_in = max(2, fan_in)
         self.poll_s = poll_s
@@ -245,7 +246,8 @@ class DaskExecutor:
 
         event_name = f"gpu-backtest-cancel-{uuid.uuid4().hex}"
         event = Event(event_name, client=self.client)
-        outs = [self._submit(partition_stage, t, cal_d, artifact, n_top, None, loader, event_name) for t in tasks]
+        outs = [self._submit(partition_stage, t, cal_d, artifact, n_top, self.context_factory, loader,
+                             event_name) for t in tasks]
         done_rows = [0]
         per_task = {f.key: t.partition.n_symbols * plan.n_combinations for f, t in zip(outs, tasks, strict=True)}
 
@@ -268,8 +270,8 @@ class DaskExecutor:
         ran_on = [("partition", s["ran_on"]) for s in summary]
         det_futs = []
         for s, combos in _winners(plan, top, top_k).items():
-            det_futs.append(self._submit(details_stage, plan.task(Partition(-1, s, s + 1)), cal_d, combos, None,
-                                         loader))
+            det_futs.append(self._submit(details_stage, plan.task(Partition(-1, s, s + 1)), cal_d, combos,
+                                         self.context_factory, loader))
         self._wait(det_futs, cancel)
         found: list[dict[str, Any]] = []
         for d, where in self.client.gather(det_futs):

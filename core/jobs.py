@@ -109,7 +109,7 @@ class JobManager:
     def validate(self, doc: Any) -> BacktestSpec:
         """Check a request body as the engine will (spec, strategy, grid); raises SpecError."""
         spec = BacktestSpec.from_dict(doc)
-        strategy = resolve_strategy(spec, self.engine.pm)
+        strategy = resolve_strategy(spec, self.engine.registry)
         expand_grid(strategy, spec.params, self.settings.max_grid)
         return spec
 

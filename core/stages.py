@@ -7,14 +7,15 @@
 3. `merge_candidates`: the global top-n from partitions' candidates (a tree reduction).
 4. `details_stage`: the winners of one symbol re-simulated in record mode (equity, trades).
 
-Every stage takes an optional `StageContext` (default: this worker process's) and an
-optional loader (default: read the plan's store root), so the same code runs in-process and
-on any worker.
+Every stage takes a `StageContext` (or a zero-argument factory of one: on a cluster, the
+worker process's own, `cluster/worker.py`) and an optional loader (default: read the plan's
+store root), so the same code runs in-process and on any worker.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from . import metrics as M
 from .loaders import BarsLoader, Calendar, StoreLoader, align, benchmark_returns, calendar_of
 from .plan import PartitionTask
 from .ranking import merge_top, top_n
-from .worker import StageContext, worker_context
+from .worker import StageContext
 
 
 @dataclass
@@ -63,13 +64,20 @@ def wanted_metrics(spec: Any) -> list[str]:
     return list(spec.output.metrics or M.METRICS)
 
 
+ContextArg = StageContext | Callable[[], StageContext]
+
+
+def _context(ctx: ContextArg) -> StageContext:
+    return ctx if isinstance(ctx, StageContext) else ctx()
+
+
 def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | None, n_top: int,
-                    ctx: StageContext | None = None, loader: BarsLoader | None = None,
+                    ctx: ContextArg, loader: BarsLoader | None = None,
                     cancel: Any = None) -> PartitionOutput:
     """Sweep one partition; write its ranked piece to ``artifact`` (a job's location) if given."""
     from .engine import Engine
 
-    ctx = ctx or worker_context()
+    ctx = _context(ctx)
     if isinstance(cancel, str):
         cancel = cluster_cancel_flag(cancel)
     t0 = time.perf_counter()
@@ -137,12 +145,12 @@ def merge_candidates(rank_by: str, n: int, *parts: pd.DataFrame) -> pd.DataFrame
     return merge_top(list(parts), rank_by, n)
 
 
-def details_stage(task: PartitionTask, calendar: Calendar, combos: list[int], ctx: StageContext | None = None,
+def details_stage(task: PartitionTask, calendar: Calendar, combos: list[int], ctx: ContextArg,
                   loader: BarsLoader | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Record-mode details of ``combos`` (combination indices) of the task's one symbol."""
     from .engine import Engine
 
-    ctx = ctx or worker_context()
+    ctx = _context(ctx)
     spec = ctx.spec(task.plan_hash, task.spec)
     strategy = ctx.strategy(task.strategy.name)
     src = _loader(task, loader)

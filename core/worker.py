@@ -1,10 +1,11 @@
-"""The context a stage runs in: this process's backend, plugins and settings.
+"""The context a stage runs in: this process's backend, strategies and settings.
 
 On a cluster worker everything machine-specific is the worker's own choice, read from its own
 environment: the device (a dask-cuda worker's ``CUDA_VISIBLE_DEVICES`` lists its own GPU
 first, so it uses device 0 of its view, whatever the server's ``GPU_DEVICE`` says), the
 memory budget and chunk sizes, the storage credentials, the installed strategy plugins. The
-context is built once per process; a plan's spec is parsed once per process per plan.
+context is built once per worker process (`cluster/worker.py`); a plan's spec is parsed once
+per process per plan.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import pluggy
-
-from .backend import Backend, select_backend
+from .backend import Backend
 from .config import Settings
 from .errors import SpecError
 from .spec import BacktestSpec
@@ -73,10 +72,6 @@ class StageContext:
                 "device": self.backend.device}
 
 
-_context: StageContext | None = None
-_context_lock = threading.Lock()
-
-
 def worker_settings(environ: dict[str, str] | None = None) -> Settings:
     """This worker's settings: its environment; a dask-cuda worker uses the first device it sees."""
     env = dict(os.environ if environ is None else environ)
@@ -84,16 +79,3 @@ def worker_settings(environ: dict[str, str] | None = None) -> Settings:
     if in_dask_worker() and env.get("CUDA_VISIBLE_DEVICES"):
         overrides["gpu_device"] = 0  # dask-cuda puts the worker's own device first in its view
     return Settings.from_env(env, **overrides)
-
-
-def worker_context() -> StageContext:
-    """The process-wide stage context of a cluster worker (built on first use)."""
-    global _context
-    with _context_lock:
-        if _context is None:
-            from ..plugins.manager import build_plugin_manager, strategies
-
-            settings = worker_settings()
-            pm: pluggy.PluginManager = build_plugin_manager()
-            _context = StageContext(settings, select_backend(settings), strategies(pm), in_dask_worker())
-        return _context

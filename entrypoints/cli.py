@@ -65,7 +65,7 @@ def print_table(result: Any, limit: int, out: Any = sys.stdout) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..core.engine import run_backtest
+    from ..api import run_backtest
 
     spec = _load_spec(args.spec)
     if args.source:
@@ -105,8 +105,9 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def _data_service() -> Any:
     from ..core.dataservice import MarketDataService
+    from ..plugins.manager import default_registry
 
-    return MarketDataService()
+    return MarketDataService(registry=default_registry())
 
 
 def cmd_data_sources(args: argparse.Namespace) -> int:

@@ -125,6 +125,28 @@ def _own_version() -> str | None:
         return None
 
 
+class PluginRegistry:
+    """The `core.registry.Registry` of a pluggy manager (what core is handed)."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        self.pm = pm or default_plugin_manager()
+
+    def strategies(self) -> dict[str, Strategy]:
+        return strategies(self.pm)
+
+    def provenance(self, name: str) -> dict[str, str | None]:
+        return strategy_provenance(name, self.pm)
+
+    def data_sources(self) -> dict[str, Any]:
+        return data_sources(self.pm)
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> PluginRegistry:
+    """The registry of the process-wide plugin manager."""
+    return PluginRegistry(default_plugin_manager())
+
+
 def data_sources(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
     """All registered data sources by name."""
     pm = pm or default_plugin_manager()

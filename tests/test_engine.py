@@ -12,6 +12,7 @@ from gpu_backtest.core.config import Settings
 from gpu_backtest.core.engine import Engine, plan_chunks
 from gpu_backtest.core.panel import MarketPanel
 from gpu_backtest.core.synthetic import gbm_panel_frame
+from gpu_backtest.plugins.manager import default_registry
 
 SWEEP = {"strategy": "sma_crossover", "params": {"fast": {"start": 5, "stop": 15, "step": 5}, "slow": [20, 40]}}
 
@@ -67,8 +68,8 @@ def test_sweep_metrics_equal_record_metrics(frame: pd.DataFrame) -> None:
 
 def test_chunked_equals_unchunked(frame: pd.DataFrame) -> None:
     settings = Settings.from_env()
-    big = Engine(settings, cpu_backend(settings)).run(SWEEP, frame)
-    tiny = Engine(settings, cpu_backend(settings))
+    big = Engine(settings, cpu_backend(settings), default_registry()).run(SWEEP, frame)
+    tiny = Engine(settings, cpu_backend(settings), default_registry())
     tiny.backend.memory_budget = 400 * 40 * 5  # ~5 columns per chunk
     small = tiny.run(SWEEP, frame)
     assert small.info["chunks"] > 4

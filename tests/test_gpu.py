@@ -16,6 +16,7 @@ from gpu_backtest.core.engine import Engine
 from gpu_backtest.core.simulate import cpu as cpu_build
 from gpu_backtest.core.simulate import layout as L
 from gpu_backtest.core.synthetic import gbm_panel_frame
+from gpu_backtest.plugins.manager import default_registry
 
 cupy = pytest.importorskip("cupy")
 pytestmark = pytest.mark.gpu
@@ -61,11 +62,11 @@ def test_engine_parity_and_chunking() -> None:
     spec = {"strategy": "sma_crossover", "params": {"fast": {"start": 5, "stop": 30, "step": 5},
                                                     "slow": {"start": 40, "stop": 120, "step": 20}},
             "execution": {"direction": "both", "tp_stop": 0.2}, "costs": {"fees": 0.0005}}
-    cpu = Engine(settings, cpu_backend(settings)).run(spec, data)
+    cpu = Engine(settings, cpu_backend(settings), default_registry()).run(spec, data)
     be = select_backend(settings, "cuda")
-    big = Engine(settings, be).run(spec, data)
+    big = Engine(settings, be, default_registry()).run(spec, data)
     pd.testing.assert_frame_equal(big.table, cpu.table, rtol=1e-9, atol=1e-12)
     be.memory_budget = max(1, be.memory_budget // 10**6)  # force many chunks
-    small = Engine(settings, be).run(spec, data)
+    small = Engine(settings, be, default_registry()).run(spec, data)
     assert small.info["chunks"] >= 4
     pd.testing.assert_frame_equal(small.table, big.table, rtol=1e-12, atol=0)

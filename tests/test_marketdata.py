@@ -18,6 +18,7 @@ from gpu_backtest.core.dataservice import MarketDataService
 from gpu_backtest.core.marketdata import MarketDataStore
 from gpu_backtest.core.synthetic import symbol_bars
 from gpu_backtest.plugins.datasources.synthetic import DEMO_SYMBOLS, SyntheticSource
+from gpu_backtest.plugins.manager import default_registry
 
 CLI = str(Path(sys.executable).parent / "gpu-backtest")
 
@@ -152,7 +153,7 @@ def test_store_spec_errors(tmp_path: Path, spec, field) -> None:
 
 
 def test_service_lists_sources_and_symbols(tmp_path: Path) -> None:
-    svc = MarketDataService(Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path)}))
+    svc = MarketDataService(Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path)}), default_registry())
     names = {s["name"] for s in svc.describe_sources()}
     assert {"synthetic"} <= names
     svc.fetch("synthetic", ["AAA", "BBB"], end="2012-12-31")

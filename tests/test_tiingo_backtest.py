@@ -15,7 +15,7 @@ from fake_tiingo import FakeTiingo, daily_frame
 
 from gpu_backtest import run_backtest
 from gpu_backtest.core.config import Settings
-from gpu_backtest.plugins.manager import build_plugin_manager
+from gpu_backtest.plugins.manager import PluginRegistry, build_plugin_manager
 
 
 def price_requests(fake: FakeTiingo) -> list[dict[str, str]]:
@@ -62,7 +62,7 @@ def test_symbols_are_stored_in_the_sources_spelling(tmp_path: Path, monkeypatch:
         assert res.table["beta"].notna().all()
         from gpu_backtest.core.dataservice import MarketDataService
 
-        stored = [e.symbol for e in MarketDataService(settings, pm).symbols("tiingo")]
+        stored = [e.symbol for e in MarketDataService(settings, PluginRegistry(pm)).symbols("tiingo")]
         assert stored == ["AAPL", "BRK-A", "SPY"]
 
 

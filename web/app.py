@@ -22,7 +22,7 @@ from ..core.dataservice import MarketDataService
 from ..core.engine import Engine
 from ..core.jobs import JobManager
 from ..core.jobstore import JobStore
-from ..plugins.manager import build_plugin_manager
+from ..plugins.manager import PluginRegistry, build_plugin_manager
 from . import handlers as h
 from . import keys as K
 from .metrics import ServiceMetrics
@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         store = JobStore.from_settings(settings)
         await asyncio.to_thread(store.create_all)
         app[K.STORE] = store
-        data = MarketDataService(settings, pm)
+        registry = PluginRegistry(pm)
+        data = MarketDataService(settings, registry)
         app[K.DATA] = data
         handle = None
         if cluster is True:
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         elif cluster:
             handle = cluster
         app[K.CLUSTER] = handle
-        engine = Engine(settings, select_backend(settings), pm, data)
+        engine = Engine(settings, select_backend(settings), registry, data)
         app[K.ENGINE] = engine
         executor_factory = None
         if handle is not None:

@@ -13,6 +13,7 @@ from gpu_backtest.core.backend import cpu_backend, select_backend
 from gpu_backtest.core.config import Settings
 from gpu_backtest.core.engine import BYTES_PER_CELL, BYTES_PER_CELL_SERIES, Engine
 from gpu_backtest.core.synthetic import gbm_panel_frame
+from gpu_backtest.plugins.manager import default_registry
 
 SPEC = {
     "strategy": "sma_crossover",
@@ -35,12 +36,12 @@ def test_cuda_backend_is_the_simulator() -> None:
 def test_cuda_engine_equals_cpu_engine_and_chunks() -> None:
     settings = Settings.from_env({})
     data = frame()
-    cpu = Engine(settings, cpu_backend(settings)).run(SPEC, data)
+    cpu = Engine(settings, cpu_backend(settings), default_registry()).run(SPEC, data)
     gpu_be = select_backend(settings, "cuda")
     n_cols = 3 * 4
     # a budget of a quarter of the sweep: the run must take at least 4 chunks
     gpu_be.memory_budget = (60 * (BYTES_PER_CELL + BYTES_PER_CELL_SERIES) * n_cols) // 4
-    gpu = Engine(settings, gpu_be).run(SPEC, data)
+    gpu = Engine(settings, gpu_be, default_registry()).run(SPEC, data)
     assert gpu.info["backend"] == "cuda" and gpu.info["chunks"] >= 4 and cpu.info["chunks"] == 1
     pd.testing.assert_frame_equal(gpu.table, cpu.table, rtol=1e-9, atol=1e-12)
     for a, b in zip(gpu.details, cpu.details, strict=True):
@@ -68,7 +69,8 @@ def test_partition_task_on_the_cuda_backend_equals_cpu(tmp_path) -> None:
     spec = BacktestSpec.from_dict({**SPEC, "source": "upload"})
     known = strategies()
     grid = expand_grid(known["sma_crossover"], spec.params)
-    plan = RunPlan(strategy=Engine(Settings.from_env({}), cpu_backend()).strategy_ref("sma_crossover"),
+    ref = Engine(Settings.from_env({}), cpu_backend(), default_registry()).strategy_ref("sma_crossover")
+    plan = RunPlan(strategy=ref,
                    spec=spec.to_dict(), grid={k: v.tolist() for k, v in grid.items()},
                    data=DataSelection("upload", "1d", True, symbols, None, None, None, root=str(tmp_path / "market")),
                    partitions=(Partition(0, 0, 3),), hash="h")
