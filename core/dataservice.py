@@ -31,13 +31,18 @@ def _ts(value: Any) -> pd.Timestamp | None:
 
 
 class MarketDataService:
-    """Sources (plugins) + the Parquet store under ``$GPU_BACKTEST_DATA_DIR/market``."""
+    """Sources (plugins) + the Parquet store under the market-data root (``GPU_BACKTEST_MARKET_ROOT``,
+    default ``<data dir>/market``), its catalog in the job database."""
 
     def __init__(self, settings: Settings | None = None, pm: pluggy.PluginManager | None = None,
                  store: MarketDataStore | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.pm = pm
-        self.store = store or MarketDataStore(self.settings.market_uri)
+        if store is None:
+            from .jobstore import default_url
+
+            store = MarketDataStore(self.settings.market_uri, default_url(self.settings))
+        self.store = store
 
     # -- sources ----------------------------------------------------------------------------
     def sources(self) -> dict[str, Any]:
@@ -92,7 +97,8 @@ class MarketDataService:
             raise DataError(f"{source} serves {', '.join(src.frequencies)}, not {frequency!r}", source)
         symbols = list(dict.fromkeys(src.normalize_symbol(check_symbol(s)) for s in symbols))
         src.ensure(self.store, symbols, FetchRange(_ts(start), _ts(end), frequency), adjusted)
-        return [e for s in symbols if (e := self.store.entry(source, s, frequency)) is not None]
+        stored = self.store.entries(source, frequency, symbols)
+        return [stored[s] for s in symbols if s in stored]
 
     # -- what a spec needs ------------------------------------------------------------------
     def panel_for(self, spec: BacktestSpec) -> tuple[MarketPanel, list[str], str | None]:

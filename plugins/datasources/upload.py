@@ -14,9 +14,9 @@ entries plus one line counting the rest), each as ``{"row", "column", "message"}
 A file larger than the upload limit raises `UploadTooLarge` (a `DataError` with ``status``
 413 and ``code`` ``"upload_too_large"``) before it is read.
 
-`import_file` validates the whole file first and only then writes each symbol with
-`MarketDataStore.write`, which *replaces* that symbol's stored series; nothing is stored when
-any row of the file is invalid. The rules are documented in docs/datasources.md ("## upload").
+`import_file` validates the whole file first and only then writes its symbols with
+`MarketDataStore.write_many`, which *replaces* each symbol's stored series; nothing is stored
+when any row of the file is invalid. The rules are documented in docs/datasources.md ("## upload").
 """
 
 from __future__ import annotations
@@ -562,34 +562,16 @@ def import_file(store: MarketDataStore, path: UploadData, symbol: str | None = N
                 filename: str | None = None) -> list[CatalogEntry]:
     """Validate the whole file, then store each of its symbols, *replacing* any stored series.
 
-    Nothing is written unless every row is valid (`validate_file` raises first). Each symbol
-    is written atomically by `MarketDataStore.write`; if a write fails part-way, the symbols
-    already written are put back as they were (best effort) before the error propagates.
+    Nothing is written unless every row is valid (`validate_file` raises first). The symbols are
+    written by `MarketDataStore.write_many`: each file atomically, on a few threads, then every
+    catalog row in one transaction; if a write fails part-way, the symbols already written are
+    put back as they were (best effort) before the error propagates.
     Returns the catalog entries of the stored series, sorted by symbol.
     """
     check_source(source)
     check_frequency(frequency)
     frames = validate_file(path, symbol=symbol, max_bytes=max_bytes, filename=filename)
-    before = {sym: (store.read(source, sym, frequency) if store.entry(source, sym, frequency) else None)
-              for sym in frames}
-    done: list[str] = []
-    entries: list[CatalogEntry] = []
-    try:
-        for sym, frame in frames.items():
-            entries.append(store.write(source, sym, frequency, frame))
-            done.append(sym)
-    except BaseException:
-        for sym in done:
-            try:
-                old = before[sym]
-                if old is None:
-                    store.delete(source, sym, frequency)
-                else:
-                    store.write(source, sym, frequency, old)
-            except Exception:  # pragma: no cover - best effort
-                log.exception("could not restore %s/%s/%s after a failed import", source, sym, frequency)
-        raise
-    return entries
+    return store.write_many(source, frequency, frames)
 
 
 class UploadSource(DataSource):
