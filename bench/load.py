@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     index = pd.bdate_range("2010-01-04", periods=args.bars, tz="UTC")
     symbols = [f"S{i:05d}" for i in range(args.symbols)]
     with tempfile.TemporaryDirectory() as tmp:
-        store = MarketDataStore(tmp)
+        store = MarketDataStore(f"{tmp}/market", f"sqlite:///{tmp}/jobs.sqlite")
         t0 = time.perf_counter()
         for s in symbols:
             b = symbol_bars(s, args.bars)

@@ -180,6 +180,15 @@ class Settings:
             raise ConfigError(
                 "API_KEY_REQUIRED is true but GPU_SERVER_API_KEY is not set", {"variable": "GPU_SERVER_API_KEY"}
             )
+        from .storage import InvalidStorageURI, check_uri
+
+        for var, uri in (("GPU_BACKTEST_MARKET_ROOT", self.market_root),
+                         ("GPU_BACKTEST_ARTIFACT_ROOT", self.artifact_root)):
+            if uri:
+                try:
+                    check_uri(uri)
+                except InvalidStorageURI as exc:
+                    raise ConfigError(f"{var}: {exc.message}", {"variable": var, **exc.details}) from None
 
     @staticmethod
     def documentation() -> list[tuple[str, str, str]]:

@@ -24,7 +24,8 @@ DEFAULT_SOURCE = "synthetic"
 
 
 class MarketDataService:
-    """Sources (plugins) + the Parquet store under ``$GPU_BACKTEST_DATA_DIR/market``."""
+    """Sources (plugins) + the Parquet store under the market-data root (``GPU_BACKTEST_MARKET_ROOT``,
+    default ``<data dir>/market``), its catalog in the job database."""
 
     def __init__(self, settings: Settings | None = None, registry: Registry | None = None,
                  store: MarketDataStore | None = None) -> None:
@@ -32,7 +33,11 @@ class MarketDataService:
         if registry is None:
             raise TypeError("MarketDataService needs a registry (plugins.manager.default_registry())")
         self.registry = registry
-        self.store = store or MarketDataStore(self.settings.market_uri)
+        if store is None:
+            from .jobstore import default_url
+
+            store = MarketDataStore(self.settings.market_uri, default_url(self.settings))
+        self.store = store
 
     # -- sources ----------------------------------------------------------------------------
     def sources(self) -> dict[str, Any]:
@@ -85,7 +90,8 @@ class MarketDataService:
             raise DataError(f"{source} serves {', '.join(src.frequencies)}, not {frequency!r}", source)
         symbols = list(dict.fromkeys(src.normalize_symbol(check_symbol(s)) for s in symbols))
         src.ensure(self.store, symbols, FetchRange(to_utc_or_none(start), to_utc_or_none(end), frequency), adjusted)
-        return [e for s in symbols if (e := self.store.entry(source, s, frequency)) is not None]
+        stored = self.store.entries(source, frequency, symbols)
+        return [stored[s] for s in symbols if s in stored]
 
     # -- what a spec needs ------------------------------------------------------------------
     def selection_for(self, spec: BacktestSpec) -> tuple[DataSelection, int]:

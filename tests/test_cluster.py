@@ -46,7 +46,7 @@ SPEC: dict[str, Any] = {
 def _store(root: Path) -> None:
     frame = gbm_panel_frame(N_SYMBOLS, N_BARS, seed=7)
     rng = np.random.default_rng(11)
-    store = MarketDataStore(root)
+    store = MarketDataStore(root, f"sqlite:///{root.parent / 'jobs.sqlite'}")
     for i, (sym, g) in enumerate(frame.groupby("symbol", sort=True)):
         g = g.drop(columns="symbol")
         if i % 7 == 3:  # some symbols miss bars: the run's calendar is the union
@@ -159,7 +159,8 @@ def test_worker_killed_mid_job_tasks_rerun_and_results_equal(srv: Server, local_
 def test_a_task_that_keeps_failing_fails_the_job_with_its_own_error(srv: Server, env: dict[str, str]) -> None:
     """A symbol whose file vanished after it was catalogued: the partition task's DataError
     (code and message naming the symbol) is the job's error, after the task's retries."""
-    store = MarketDataStore(Path(env["GPU_BACKTEST_DATA_DIR"]) / "market")
+    data = Path(env["GPU_BACKTEST_DATA_DIR"])
+    store = MarketDataStore(data / "market", f"sqlite:///{data / 'jobs.sqlite'}")
     frame = gbm_panel_frame(1, 300, seed=5)
     store.write("upload", "GONE", "1d", frame.drop(columns="symbol"))
     (Path(store.root_uri) / "upload" / "1d" / "symbol=GONE" / "bars.parquet").unlink()

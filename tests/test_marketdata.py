@@ -31,12 +31,20 @@ def bars(n: int, start: str = "2020-01-01", seed: int | None = None) -> pd.DataF
                          "volume": rng.integers(1, 1000, n).astype(float)})
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def new_store(tmp_path: Path) -> MarketDataStore:
+    """A store with its root under ``tmp_path/market`` and its catalog in ``tmp_path/jobs.sqlite``."""
+    return MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+
+
+def snapshot(store: MarketDataStore) -> tuple[dict[str, bytes], list]:
+    """Every file under the store's root with its bytes, and every catalog row."""
+    root = store.root
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return files, store.catalog()
 
 
 def test_write_read_catalog(tmp_path: Path) -> None:
-    store = MarketDataStore(tmp_path)
+    store = new_store(tmp_path)
     df = bars(50)
     entry = store.write("upload", "ABC", "1d", df)
     assert (entry.rows, entry.first, entry.last) == (50, df.timestamp.iloc[0], df.timestamp.iloc[-1])
@@ -47,7 +55,7 @@ def test_write_read_catalog(tmp_path: Path) -> None:
 
 
 def test_merge_is_an_upsert(tmp_path: Path) -> None:
-    store = MarketDataStore(tmp_path)
+    store = new_store(tmp_path)
     df = bars(60)
     store.write("upload", "ABC", "1d", df.iloc[:40])
     newer = df.iloc[30:].copy()
@@ -60,19 +68,21 @@ def test_merge_is_an_upsert(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 40, "A B"])
 def test_bad_symbols_never_reach_a_path(tmp_path: Path, bad: str) -> None:
-    store = MarketDataStore(tmp_path)
-    before = snapshot(tmp_path)
+    store = new_store(tmp_path)
+    before = snapshot(store)
     with pytest.raises(DataError):
         store.write("upload", bad, "1d", bars(5))
     with pytest.raises(DataError):
         store.write("../up", "ABC", "1d", bars(5))
-    assert snapshot(tmp_path) == before
+    with pytest.raises(DataError):
+        store.write_many("upload", "1d", {"ABC": bars(5), bad: bars(5)})
+    assert snapshot(store) == before
 
 
 def test_failed_write_leaves_previous_data(tmp_path: Path, monkeypatch) -> None:
-    store = MarketDataStore(tmp_path)
+    store = new_store(tmp_path)
     store.write("upload", "ABC", "1d", bars(20, seed=1))
-    before = snapshot(tmp_path)
+    before = snapshot(store)
     import pyarrow.parquet as pq
 
     def boom(*a, **k):
@@ -81,11 +91,11 @@ def test_failed_write_leaves_previous_data(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(pq, "write_table", boom)
     with pytest.raises(OSError):
         store.write("upload", "ABC", "1d", bars(30, seed=2))
-    assert snapshot(tmp_path) == before  # no temp file left, old file and catalog intact
+    assert snapshot(store) == before  # no temp file left, old file and catalog intact
 
 
 def test_load_panel_aligns_without_filling(tmp_path: Path) -> None:
-    store = MarketDataStore(tmp_path)
+    store = new_store(tmp_path)
     a, b = bars(30, seed=3), bars(30, seed=4)
     b = b.drop(index=[5, 6, 7])
     store.write("upload", "AAA", "1d", a)
@@ -100,7 +110,7 @@ def test_load_panel_aligns_without_filling(tmp_path: Path) -> None:
 
 
 def test_adjusted_columns_are_used_when_asked(tmp_path: Path) -> None:
-    store = MarketDataStore(tmp_path)
+    store = new_store(tmp_path)
     df = bars(10)
     for f in ("open", "high", "low", "close", "volume"):
         df[f"adj_{f}"] = df[f] / 2
@@ -187,7 +197,7 @@ def test_data_commands(tmp_path: Path) -> None:
 
 
 def test_adj_close_only_adjusts_open_high_low_by_the_same_factor(tmp_path: Path) -> None:
-    store = MarketDataStore(tmp_path)
+    store = new_store(tmp_path)
     df = bars(10, seed=9)
     df["adj_close"] = df["close"] * np.linspace(0.5, 1.0, 10)
     store.write("upload", "ABC", "1d", df)

@@ -292,7 +292,7 @@ def test_several_failures_reported_together(fake: FakeTiingo) -> None:
 
 # -- incremental caching ----------------------------------------------------------------------------
 def test_ensure_is_incremental(fake: FakeTiingo, tmp_path) -> None:
-    store = MarketDataStore(tmp_path / "market")
+    store = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     src = source(fake)
     src.ensure(store, ["AAPL", "MSFT"], FetchRange(ts("2015-01-02"), ts("2015-01-31"), "1d"))
     assert sorted((r.path, r.query["startDate"], r.query["endDate"]) for r in fake.requests) == [
@@ -324,7 +324,7 @@ def test_ensure_is_incremental(fake: FakeTiingo, tmp_path) -> None:
 
 
 def test_ensure_unknown_ticker_raises_and_stores_nothing(fake: FakeTiingo, tmp_path) -> None:
-    store = MarketDataStore(tmp_path / "market")
+    store = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     with pytest.raises(TiingoNotFoundError):
         source(fake).ensure(store, ["NOPE"], FetchRange(ts("2015-01-02"), ts("2015-01-31"), "1d"))
     assert store.catalog("tiingo") == []

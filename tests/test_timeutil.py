@@ -77,7 +77,7 @@ def _hourly() -> pd.DataFrame:
 
 def test_store_and_panel_callers(tmp_path: Path) -> None:
     frame = _hourly()
-    store = MarketDataStore(tmp_path)
+    store = MarketDataStore(tmp_path, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     store.write("upload", "AAA", "1h", frame)
     panel = MarketPanel.from_long(frame.assign(symbol="AAA"))
     # a bare date covers its day, for both

@@ -1,7 +1,7 @@
 """The ``upload`` data source: strict validation of user CSV/Parquet files, all-or-nothing storage.
 
 Bad files are table-driven: each must be rejected with a problem naming the row and/or column,
-and the store directory (every file, catalog.sqlite included) must be byte-for-byte unchanged.
+and the store must be unchanged: every file under its root byte for byte, and every catalog row.
 Good files use fresh random bars (the seed is printed; a failure shows it under "Captured
 stdout setup") and must read back from the store with exactly the values written.
 """
@@ -61,7 +61,7 @@ def random_bars(rng: np.random.Generator, n: int, start: str = "2015-01-01", fre
 @pytest.fixture
 def store(tmp_path: Path) -> MarketDataStore:
     """A store already holding valid series (SEED and an AAPL that a bad upload must not replace)."""
-    s = MarketDataStore(tmp_path / "market")
+    s = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     seed = random_bars(np.random.default_rng(7), 50)
     s.write("upload", "SEED", "1d", seed)
     s.write("upload", "AAPL", "1d", random_bars(np.random.default_rng(8), 30, start="2010-01-01"))
@@ -69,9 +69,11 @@ def store(tmp_path: Path) -> MarketDataStore:
     return s
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (catalog.sqlite and any -wal/-shm included) with its bytes."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot(store: MarketDataStore) -> tuple[dict[str, bytes], list]:
+    """Every file under the store's root with its bytes, and every catalog row (in the job database)."""
+    root = store.root
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return files, store.catalog()
 
 
 def assert_stored(store: MarketDataStore, symbol: str, expected: pd.DataFrame, source: str = "upload") -> None:
@@ -174,8 +176,8 @@ def test_bad_file_is_rejected_and_nothing_is_stored(store, tmp_path, filename, c
     path = tmp_path / "in" / filename
     path.parent.mkdir()
     path.write_bytes(content)
-    before = snapshot(store.root)
-    assert "catalog.sqlite" in before and len(before) >= 4
+    before = snapshot(store)
+    assert len(before[0]) == 3 and len(before[1]) == 3
 
     with pytest.raises(DataError) as info:
         import_file(store, path, **kwargs)
@@ -196,7 +198,7 @@ def test_bad_file_is_rejected_and_nothing_is_stored(store, tmp_path, filename, c
         assert f"row {first['row']}" in err.message
     if first["column"] is not None:
         assert f"column {first['column']!r}" in err.message
-    assert snapshot(store.root) == before
+    assert snapshot(store) == before
     assert {(e.source, e.symbol) for e in store.catalog()} == {("upload", "SEED"), ("upload", "AAPL"),
                                                                 ("tiingo", "AAPL")}
 
@@ -207,14 +209,14 @@ def test_too_large_file_maps_to_413(store, tmp_path, how) -> None:
     path = tmp_path / "AAPL.csv"
     path.write_bytes(content)
     data = {"path": path, "bytes": content, "fileobj": io.BytesIO(content)}[how]
-    before = snapshot(store.root)
+    before = snapshot(store)
     with pytest.raises(UploadTooLarge) as info:
         import_file(store, data, max_bytes=len(content) - 1, filename="AAPL.csv")
     err = info.value
     assert isinstance(err, DataError) and err.status == 413 and err.code == "upload_too_large"
     assert err.details["max_bytes"] == len(content) - 1
     assert "upload limit" in err.message and err.problems[0]["row"] is None
-    assert snapshot(store.root) == before
+    assert snapshot(store) == before
     # exactly at the limit is fine
     assert validate_file(content, max_bytes=len(content), filename="AAPL.csv")["AAPL"].shape[0] == 3
 
@@ -375,8 +377,9 @@ def test_long_file_with_matching_symbol_argument(store) -> None:
 
 def test_failed_write_restores_the_symbols_already_written(store, monkeypatch, rng) -> None:
     old_aapl = store.read("upload", "AAPL", "1d")
+    before = snapshot(store)
     long = pd.concat([random_bars(rng, 10).assign(symbol=s) for s in ("AAPL", "NEW", "ZZZ")], ignore_index=True)
-    real_write = store.write
+    real_write = store._write_file
     calls = []
 
     def failing_write(source, symbol, frequency, df):
@@ -385,13 +388,57 @@ def test_failed_write_restores_the_symbols_already_written(store, monkeypatch, r
             raise OSError("disk full")
         return real_write(source, symbol, frequency, df)
 
-    monkeypatch.setattr(store, "write", failing_write)
+    monkeypatch.setattr(store, "_write_file", failing_write)
     with pytest.raises(OSError, match="disk full"):
         import_file(store, parquet_bytes(long), filename="u.parquet")
-    monkeypatch.setattr(store, "write", real_write)
-    assert calls[:3] == ["AAPL", "NEW", "ZZZ"]
+    monkeypatch.setattr(store, "_write_file", real_write)
+    assert "ZZZ" in calls
     pd.testing.assert_frame_equal(store.read("upload", "AAPL", "1d"), old_aapl)
     assert store.entry("upload", "NEW", "1d") is None and store.entry("upload", "ZZZ", "1d") is None
+    assert snapshot(store) == before  # files restored, backups removed, catalog untouched
+
+
+def test_failed_catalog_update_restores_the_files(store, monkeypatch, rng) -> None:
+    before = snapshot(store)
+    long = pd.concat([random_bars(rng, 10).assign(symbol=s) for s in ("AAPL", "NEW")], ignore_index=True)
+
+    def down(entries):
+        raise OSError("database is gone")
+
+    monkeypatch.setattr(store.catalog_db, "put_many", down)
+    with pytest.raises(OSError, match="database is gone"):
+        import_file(store, parquet_bytes(long), filename="u.parquet")
+    assert snapshot(store) == before
+
+
+def test_many_symbols_import_in_one_catalog_transaction(store, monkeypatch, rng) -> None:
+    syms = [f"S{i:03d}" for i in range(120)]
+    long = pd.concat([random_bars(rng, 15).assign(symbol=s) for s in syms], ignore_index=True)
+    long = long.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
+    transactions = []
+    real_put_many = store.catalog_db.put_many
+    monkeypatch.setattr(store.catalog_db, "put_many", lambda e: (transactions.append(len(list(e))),
+                                                                 real_put_many(e))[1])
+    entries = import_file(store, parquet_bytes(long), filename="u.parquet")
+    assert [e.symbol for e in entries] == syms and transactions == [120]
+    assert store.count("upload") == 122
+    for sym in (syms[0], syms[-1]):
+        want = long[long["symbol"] == sym].drop(columns="symbol")
+        assert_stored(store, sym, want)
+
+
+def test_unsorted_long_file_duplicates_are_per_symbol(store) -> None:
+    # the same date in two symbols is fine; twice in one symbol (rows 1 and 4) is not
+    rows = ["2020-01-03,BBB,10,11,9,10.5", "2020-01-02,AAA,10,11,9,10.5", "2020-01-02,BBB,10,11,9,10.5",
+            "2020-01-03,BBB,10,11,9,10.5", "2020-01-03,AAA,10,11,9,10.5", "2020-01-03,BBB,10,11,9,10.5"]
+    with pytest.raises(DataError) as info:
+        import_file(store, csv(*rows, header="date,symbol,open,high,low,close\n"), filename="u.csv")
+    assert [(p["row"], p["message"]) for p in info.value.problems] == [
+        (4, "duplicate date/time 2020-01-03T00:00:00+00:00 for BBB (first at row 1)"),
+        (6, "duplicate date/time 2020-01-03T00:00:00+00:00 for BBB (first at row 1)")]
+    frames = validate_file(csv(*rows[:3], rows[4], header="date,symbol,open,high,low,close\n"), filename="u.csv")
+    assert list(frames) == ["AAA", "BBB"]
+    assert [str(t.date()) for t in frames["BBB"]["timestamp"]] == ["2020-01-02", "2020-01-03"]
 
 
 # -- the plugin ------------------------------------------------------------------------------
@@ -403,9 +450,9 @@ def test_registered_through_the_hook(store) -> None:
     assert isinstance(src, UploadSource)
     assert src.schema() == {"name": "upload", "description": src.description, "frequencies": list(FREQUENCIES),
                             "fetchable": False}
-    before = snapshot(store.root)
+    before = snapshot(store)
     src.ensure(store, ["AAPL", "NOPE"], FetchRange(None, None, "1d"))  # nothing to fetch
-    assert snapshot(store.root) == before
+    assert snapshot(store) == before
     with pytest.raises(NotImplementedError):
         src.fetch("AAPL", None, None, "1d")
     assert src.default_symbols(store, "1d") == ["AAPL", "SEED"]

@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         if handle is not None and cluster is True:
             await asyncio.to_thread(handle.close)
         await asyncio.to_thread(store.close)
+        await asyncio.to_thread(data.store.close)
 
     app.cleanup_ctx.append(services)
 

@@ -96,8 +96,9 @@ class DataSource:
         if not self.fetchable:
             return
         todo: dict[tuple[pd.Timestamp | None, pd.Timestamp | None], list[str]] = {}
+        stored = store.entries(self.name, rng.frequency, symbols)
         for sym in symbols:
-            entry = store.entry(self.name, sym, rng.frequency)
+            entry = stored.get(sym)
             if entry is None:
                 todo.setdefault((rng.start, rng.end), []).append(sym)
                 continue

@@ -58,10 +58,12 @@ class SyntheticSource(DataSource):
                adjusted: bool = True) -> None:
         """Store each symbol's bars from the epoch to max(2019-12-31, the range's end), once."""
         end = max(DEFAULT_END, rng.end) if rng.end is not None else DEFAULT_END
-        for sym in symbols:
-            entry = store.entry(self.name, sym, rng.frequency)
-            if entry is None or entry.last < min(end, pd.Timestamp.now(tz="UTC")) - pd.Timedelta(days=4):
-                store.write(self.name, sym, rng.frequency, self.fetch(sym, None, end, rng.frequency))
+        stored = store.entries(self.name, rng.frequency, symbols)
+        due = min(end, pd.Timestamp.now(tz="UTC")) - pd.Timedelta(days=4)
+        todo = [s for s in dict.fromkeys(symbols) if s not in stored or stored[s].last < due]
+        for i in range(0, len(todo), 500):  # bounded memory; each batch's catalog rows in one transaction
+            store.write_many(self.name, rng.frequency,
+                             {s: self.fetch(s, None, end, rng.frequency) for s in todo[i:i + 500]})
 
 
 @hookimpl

@@ -14,9 +14,9 @@ entries plus one line counting the rest), each as ``{"row", "column", "message"}
 A file larger than the upload limit raises `UploadTooLarge` (a `DataError` with ``status``
 413 and ``code`` ``"upload_too_large"``) before it is read.
 
-`import_file` validates the whole file first and only then writes each symbol with
-`MarketDataStore.write`, which *replaces* that symbol's stored series; nothing is stored when
-any row of the file is invalid. The rules are documented in docs/datasources.md ("## upload").
+`import_file` validates the whole file first and only then writes its symbols with
+`MarketDataStore.write_many`, which *replaces* each symbol's stored series; nothing is stored
+when any row of the file is invalid. The rules are documented in docs/datasources.md ("## upload").
 """
 
 from __future__ import annotations
@@ -416,6 +416,15 @@ def validate_file(path: UploadData, symbol: str | None = None, max_bytes: int | 
 
     Raises `UploadTooLarge` for a file over the limit, else `DataError` listing every problem.
     """
+    return {sym: part.to_pandas() for sym, part in validate_tables(path, symbol, max_bytes, filename).items()}
+
+
+def validate_tables(path: UploadData, symbol: str | None = None, max_bytes: int | None = None,
+                    filename: str | None = None) -> dict[str, pa.Table]:
+    """`validate_file`, answering ``{symbol: canonical Arrow table}``: zero-copy slices of one table
+    holding the whole file sorted by (symbol, time) — what `import_file` stores. Same arguments,
+    same checks and same errors as `validate_file`.
+    """
     limit = default_max_bytes() if max_bytes is None else int(max_bytes)
     data, name, named = _read_bytes(path, limit, filename)
     problems = _Problems()
@@ -496,22 +505,22 @@ def validate_file(path: UploadData, symbol: str | None = None, max_bytes: int | 
         problems.add_rows(high_bad, hcol, lambda i: f"high {_fmt(h[i])} is below max(open, close) {_fmt(top[i])}")
         problems.add_rows(low_bad, lcol, lambda i: f"low {_fmt(lo[i])} is above min(open, close) {_fmt(bottom[i])}")
 
-    # symbols
-    symbols: np.ndarray
+    # symbols: one code per row (pd.factorize), every check done once per distinct value
     sym_ok = valid.copy()
     if "symbol" in cols:
         scol = names[cols["symbol"]]
-        symbols = _text(df[cols["symbol"]]).to_numpy(dtype=object)
-        missing = symbols == ""
-        bad_values = [u for u in pd.unique(symbols[valid & ~missing]) if not _symbol_ok(u)]
-        bad = np.isin(symbols, bad_values) if bad_values else np.zeros(n, bool)
+        codes, found = pd.factorize(_text(df[cols["symbol"]]), use_na_sentinel=False)
+        uniq = np.asarray(found, dtype=object)
+        missing_u = uniq == ""
+        bad_u = np.array([not m and not _symbol_ok(u) for u, m in zip(uniq, missing_u, strict=True)], bool)
+        missing, bad = missing_u[codes], bad_u[codes]
         problems.add_rows(missing & valid, scol, lambda i: "missing symbol")
-        problems.add_rows(bad & valid, scol, lambda i, s=symbols: f"invalid symbol {s[i]!r}: {_SYMBOL_RULE}")
+        problems.add_rows(bad & valid, scol, lambda i: f"invalid symbol {uniq[codes[i]]!r}: {_SYMBOL_RULE}")
         sym_ok &= ~missing & ~bad
         if symbol is not None:
-            other = sym_ok & (symbols != symbol)
-            problems.add_rows(other, scol, lambda i, s=symbols: (
-                f"symbol {s[i]!r} differs from the symbol given for this upload ({symbol!r})"))
+            other = sym_ok & (uniq != symbol)[codes]
+            problems.add_rows(other, scol, lambda i: (
+                f"symbol {uniq[codes[i]]!r} differs from the symbol given for this upload ({symbol!r})"))
             sym_ok &= ~other
     else:
         one = symbol if symbol is not None else (Path(name).stem if named else None)
@@ -520,41 +529,68 @@ def validate_file(path: UploadData, symbol: str | None = None, max_bytes: int | 
         elif symbol is None and not _symbol_ok(one):
             problems.add(None, None, f"invalid symbol {one!r} (taken from the file name): {_SYMBOL_RULE}; "
                                      "rename the file or give the symbol")
-        symbols = np.full(n, one or "", dtype=object)
+        codes, uniq = np.zeros(n, np.intp), np.array([one or ""], dtype=object)
 
-    # duplicate timestamps per symbol
-    if ts is not None:
-        keyed = ts_ok & sym_ok
-        pos = np.flatnonzero(keyed)
-        if len(pos):
-            ns = ts.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
-            keys = pd.DataFrame({"s": symbols[pos], "t": ns[pos], "p": pos})
-            first = keys.groupby(["s", "t"], sort=False)["p"].transform("min").to_numpy()
+    # duplicate timestamps per symbol: order the rows by (symbol, time, row); a row repeating the
+    # (symbol, time) of the row before it in that order duplicates the first row of its run
+    ns = (ts.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64) if ts is not None
+          else np.zeros(n, np.int64))
+    keyed = ts_ok & sym_ok
+    pos = np.flatnonzero(keyed)
+    order = _group_order(codes[pos], ns[pos])
+    in_order = slice(None) if order is None else order
+    if ts is not None and len(pos):
+        c, t = codes[pos][in_order], ns[pos][in_order]
+        starts = np.ones(len(pos), bool)
+        starts[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
+        if not starts.all():
+            rows = pos[in_order]
             first_row = np.full(n, -1, np.int64)
-            first_row[pos] = first
+            first_row[rows] = rows[np.flatnonzero(starts)][np.cumsum(starts) - 1]
             dup = np.zeros(n, bool)
-            dup[pos] = first != pos
+            dup[pos] = first_row[pos] != pos
             tcol = names[cols["timestamp"]]
             problems.add_rows(dup, tcol, lambda i: (
-                f"duplicate date/time {ts.iloc[i].isoformat()} for {symbols[i]} (first at row {first_row[i] + 1})"))
+                f"duplicate date/time {ts.iloc[i].isoformat()} for {uniq[codes[i]]} "
+                f"(first at row {first_row[i] + 1})"))
 
     problems.raise_if_any(name)
     assert ts is not None
 
-    frame = pd.DataFrame({"timestamp": ts[valid].reset_index(drop=True)})
+    # every valid row is keyed now: one table ordered by (symbol, time), one slice per symbol
+    if len(pos) != n:  # (CSV blank lines were left out)
+        ns = ns[keyed]
+        values = {f: v[keyed] for f, v in values.items()}
+        codes = codes[keyed]
+    if order is not None:
+        ns = ns[order]
+        values = {f: v[order] for f, v in values.items()}
+        codes = codes[order]
+    columns = {"timestamp": pa.array(ns, type=pa.timestamp("ns", tz="UTC"))}
     for field in ("open", "high", "low", "close"):
-        frame[field] = values[field][valid]
-    frame["volume"] = values["volume"][valid] if "volume" in values else 0.0
+        columns[field] = pa.array(values[field], type=pa.float64())
+    columns["volume"] = pa.array(values["volume"] if "volume" in values else np.zeros(len(ns)), type=pa.float64())
     for field in ("adj_open", "adj_high", "adj_low", "adj_close", "adj_volume"):
         if field in values:
-            frame[field] = values[field][valid]
-    keys = symbols[valid]
-    unique = sorted(str(u) for u in pd.unique(keys))
-    out: dict[str, pd.DataFrame] = {}
-    for sym in unique:
-        part = frame if len(unique) == 1 else frame[keys == sym]
-        out[sym] = part.sort_values("timestamp", kind="stable").reset_index(drop=True)
+            columns[field] = pa.array(values[field], type=pa.float64())
+    table = pa.table(columns)
+    counts = np.bincount(codes, minlength=len(uniq))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    out: dict[str, pa.Table] = {}
+    for k in sorted(np.flatnonzero(counts), key=lambda k: str(uniq[k])):
+        out[str(uniq[k])] = table.slice(int(bounds[k]), int(counts[k]))
     return out
+
+
+def _group_order(codes: np.ndarray, ns: np.ndarray) -> np.ndarray | None:
+    """The stable order of rows by (symbol code, time); None when they are in that order already
+    (the usual long file: grouped by symbol, each group sorted by time)."""
+    if len(codes) < 2:
+        return None
+    same = codes[1:] == codes[:-1]
+    if ((codes[1:] > codes[:-1]) | (same & (ns[1:] >= ns[:-1]))).all():
+        return None
+    return np.lexsort((ns, codes))
 
 
 def import_file(store: MarketDataStore, path: UploadData, symbol: str | None = None, source: str = "upload",
@@ -562,34 +598,16 @@ def import_file(store: MarketDataStore, path: UploadData, symbol: str | None = N
                 filename: str | None = None) -> list[CatalogEntry]:
     """Validate the whole file, then store each of its symbols, *replacing* any stored series.
 
-    Nothing is written unless every row is valid (`validate_file` raises first). Each symbol
-    is written atomically by `MarketDataStore.write`; if a write fails part-way, the symbols
-    already written are put back as they were (best effort) before the error propagates.
+    Nothing is written unless every row is valid (`validate_file` raises first). The symbols are
+    written by `MarketDataStore.write_many`: each file atomically, on a few threads, then every
+    catalog row in one transaction; if a write fails part-way, the symbols already written are
+    put back as they were (best effort) before the error propagates.
     Returns the catalog entries of the stored series, sorted by symbol.
     """
     check_source(source)
     check_frequency(frequency)
-    frames = validate_file(path, symbol=symbol, max_bytes=max_bytes, filename=filename)
-    before = {sym: (store.read(source, sym, frequency) if store.entry(source, sym, frequency) else None)
-              for sym in frames}
-    done: list[str] = []
-    entries: list[CatalogEntry] = []
-    try:
-        for sym, frame in frames.items():
-            entries.append(store.write(source, sym, frequency, frame))
-            done.append(sym)
-    except BaseException:
-        for sym in done:
-            try:
-                old = before[sym]
-                if old is None:
-                    store.delete(source, sym, frequency)
-                else:
-                    store.write(source, sym, frequency, old)
-            except Exception:  # pragma: no cover - best effort
-                log.exception("could not restore %s/%s/%s after a failed import", source, sym, frequency)
-        raise
-    return entries
+    tables = validate_tables(path, symbol=symbol, max_bytes=max_bytes, filename=filename)
+    return store.write_many(source, frequency, tables)
 
 
 class UploadSource(DataSource):

@@ -61,7 +61,7 @@ def test_partition_task_on_the_cuda_backend_equals_cpu(tmp_path) -> None:
     from gpu_backtest.core.worker import StageContext
     from gpu_backtest.plugins.manager import strategies
 
-    store = MarketDataStore(tmp_path / "market")
+    store = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     frame = gbm_panel_frame(3, 60, seed=3)
     for sym, g in frame.groupby("symbol"):
         store.write("upload", str(sym), "1d", g.drop(columns="symbol"))
