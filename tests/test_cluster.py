@@ -7,6 +7,8 @@ plans, waits and ranks candidates.
   `run_backtest` in-process on the same store (1e-12 relative), and `run_backtest(client=…)`.
 - Worker loss: a worker process holding partition tasks of a job is SIGKILLed; those tasks
   rerun on a worker and the job's table equals the undisturbed run's.
+- A task that keeps failing fails the job with its own error code and message.
+- The market-data and artifact roots in a bucket of a local S3-compatible server (moto).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gpu_backtest.core.synthetic import gbm_panel_frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_procs import ExternalCluster, Server, external_cluster, server
+from s3_server import S3Server, s3_endpoint, s3_server  # noqa: F401 - pytest fixtures
 
 N_SYMBOLS = 200
 N_BARS = 1260
@@ -172,3 +175,50 @@ def test_a_task_that_keeps_failing_fails_the_job_with_its_own_error(srv: Server,
         store.delete("upload", "GONE", "1d")
     assert job["status"] == "failed"
     assert job["error"]["code"] == "invalid_data" and "GONE" in job["error"]["message"], job["error"]
+
+
+def _multipart(fields: dict[str, str], filename: str, payload: bytes) -> tuple[bytes, str]:
+    boundary = "gbt" + os.urandom(8).hex()
+    out = b""
+    for k, v in fields.items():
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+    out += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"
+
+
+def test_market_data_in_a_bucket_upload_then_workers_read_it(s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    """Market root and artifact root in a bucket of a local S3-compatible server (moto): an upload
+    over HTTP lands in the bucket; a job's workers read their partitions from it and write the
+    table's pieces to it; the result equals the in-process run on the same bucket."""
+    import urllib.request
+
+    data = tmp_path / "data"
+    env = {**os.environ, **s3_server.env, "GPU_BACKTEST_DATA_DIR": str(data), "GPU_BACKTEST_BACKEND": "cpu",
+           "GPU_BACKTEST_MARKET_ROOT": s3_server.uri, "GPU_BACKTEST_ARTIFACT_ROOT": f"s3://{s3_server.bucket}/artifacts",
+           "GPU_BACKTEST_PARTITION_CELLS": str(10 * 500 * 90), "GPU_SERVER_DEBUG": "false"}
+    frame = gbm_panel_frame(30, 500, seed=21)
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    spec = {**SPEC, "symbols": sorted(frame["symbol"].unique().tolist())}
+    with external_cluster(env, tmp_path / "logs") as c, \
+            server({**env, "DASK_SCHEDULER_ADDRESS": c.address}, tmp_path / "server.log") as srv:
+        body, ctype = _multipart({"source": "upload", "frequency": "1d"}, "universe.parquet", buf.getvalue())
+        req = urllib.request.Request(srv.url + "/data/upload", data=body, method="POST",
+                                     headers={"Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            assert resp.status in (200, 201)
+        keys = s3_server.keys()
+        assert {f"market/upload/1d/symbol={s}/bars.parquet" for s in spec["symbols"]} <= set(keys)
+        status, doc = srv.request("POST", "/backtest", spec)
+        assert status == 202, doc
+        job = srv.wait_final(doc["job_id"])
+        assert job["status"] == "succeeded", job
+        assert job["summary"]["info"]["partitions"] == 3
+        pieces = [k for k in s3_server.keys() if k.startswith(f"artifacts/{doc['job_id']}/")]
+        assert sorted(pieces) == [f"artifacts/{doc['job_id']}/{n}" for n in
+                                  ("manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]
+        remote = _results(srv, doc["job_id"])
+    local = run_backtest(spec, settings=Settings.from_env(env), backend="cpu").table
+    assert len(remote) == len(local) == 30 * 90
+    pd.testing.assert_frame_equal(remote, local, check_dtype=False, rtol=1e-12, atol=0)
