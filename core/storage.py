@@ -230,7 +230,7 @@ def filesystem(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, Root]:
         key: Any = ("file",)
     else:
         kw = _s3_options()
-        key = _s3_cache_key(kw)
+        key = (os.getpid(), *_s3_cache_key(kw))  # a forked child makes its own (the AWS SDK is not fork-safe)
     with _lock:
         fs = _cache.get(key)
         if fs is None:
@@ -270,7 +270,7 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
 
 def _read_s3(fs: pafs.FileSystem, root: Root) -> bytes:
     try:
-        with fs.open_input_stream(root.path) as fh:
+        with fs.open_input_stream(root.path, compression=None) as fh:
             return fh.read()
     except OSError as exc:
         if _is_not_found(fs, root, exc):
@@ -319,7 +319,7 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes | bytearray | memoryvie
     if root.is_local:
         _write_local(root.path, lambda fh: fh.write(data))
         return
-    with fs.open_output_stream(root.path) as out:
+    with fs.open_output_stream(root.path, compression=None) as out:
         out.write(data)
 
 

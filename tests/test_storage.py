@@ -135,6 +135,20 @@ def test_file_helpers(root: str) -> None:
     assert storage.list_files(root) == ["x/b.bin", "y/z/t.parquet"]
 
 
+def test_bytes_are_stored_as_given_whatever_the_name(root: str, request) -> None:
+    import gzip
+
+    raw = gzip.compress(b"payload")
+    uri = storage.join(root, "a.json.gz")  # no compression guessed from the extension, either way
+    storage.write_bytes(uri, raw)
+    assert storage.read_bytes(uri) == raw
+    if storage.is_local(root):
+        assert Path(uri).read_bytes() == raw
+    else:
+        srv = request.getfixturevalue("s3_server")
+        assert srv.client().get_object(Bucket=srv.bucket, Key="market/a.json.gz")["Body"].read() == raw
+
+
 def test_failed_table_write_leaves_the_previous_file(root: str, monkeypatch) -> None:
     t = storage.join(root, "t.parquet")
     storage.write_table(t, pa.table({"v": [1.0]}))
