@@ -44,7 +44,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -141,12 +141,12 @@ def check_uri(uri: str | os.PathLike[str]) -> Root:
             raise InvalidStorageURI(raw, "a file:// URI names a local path: file:///path")
         if not parts.path.startswith("/"):
             raise InvalidStorageURI(raw, "a file:// URI needs an absolute path: file:///path")
-        return _local_root(raw, parts.path)
+        return _local_root(raw, unquote(parts.path))
     bucket = parts.netloc
     if not BUCKET_RE.match(bucket) or ".." in bucket or ".-" in bucket or "-." in bucket or _IP_RE.match(bucket):
         raise InvalidStorageURI(raw, f"{bucket!r} is not a valid bucket name (3-63 lower-case letters, digits, "
                                      "'.' and '-', starting and ending with a letter or digit)")
-    segments = [s for s in parts.path.split("/")]
+    segments = parts.path.split("/")
     if segments and segments[0] == "":
         segments = segments[1:]
     if segments and segments[-1] == "":
@@ -200,14 +200,14 @@ def _s3_options() -> dict[str, Any]:
     """S3FileSystem keyword arguments from the standard AWS variables (credentials: SDK chain)."""
     env = os.environ
     kw: dict[str, Any] = {}
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    var = "AWS_ENDPOINT_URL_S3" if env.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+    endpoint = env.get(var)
     if endpoint:
         parts = urlsplit(endpoint.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"AWS_ENDPOINT_URL must be http(s)://host[:port], got {redact(endpoint)!r}",
-                              {"variable": "AWS_ENDPOINT_URL"})
+            raise ConfigError(f"{var} must be http(s)://host[:port], got {redact(endpoint)!r}", {"variable": var})
         if "@" in parts.netloc:
-            raise ConfigError("AWS_ENDPOINT_URL must not hold credentials", {"variable": "AWS_ENDPOINT_URL"})
+            raise ConfigError(f"{var} must not hold credentials", {"variable": var})
         kw["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
         kw["scheme"] = parts.scheme
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")

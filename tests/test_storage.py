@@ -63,6 +63,7 @@ def test_good_uris_are_normalised(tmp_path: Path) -> None:
     assert storage.check_uri("s3://bucket").path == "bucket"
     assert storage.check_uri(tmp_path).uri == str(tmp_path)
     assert storage.check_uri(f"file://{tmp_path}").uri == str(tmp_path)
+    assert storage.check_uri("file:///data/my%20dir").uri == "/data/my dir"
     assert storage.check_uri("rel/dir").uri == os.path.abspath("rel/dir")
     assert storage.join("s3://bucket/p", "upload/1d", "symbol=A/bars.parquet") == \
         "s3://bucket/p/upload/1d/symbol=A/bars.parquet"
@@ -96,7 +97,7 @@ def test_s3_filesystem_from_the_aws_variables(monkeypatch) -> None:
                                          "region": "eu-central-1"}  # the S3-specific endpoint wins
         assert storage.resolve("s3://bucket/other")[0] is fs  # cached per configuration
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "not a url")
-        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL"):
+        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL_S3 must be"):
             storage.resolve("s3://bucket/prefix")
     finally:
         storage.clear_cache()
