@@ -9,9 +9,10 @@ read their partitions from there with `read_symbol_arrays`. Layout under the roo
 
 One file per symbol was kept after measuring it against files holding a bucket of 500 symbols,
 at 20,000 symbols (bench/layout.py; bench/RESULTS.md, "Market data layout and import (issue
-11)"): a bucket reads its own 500 symbols 1.4× and the whole universe about 2× faster, but one
-symbol 20× and a scattered 500 slower, and every incremental fetch of one symbol would rewrite
-its bucket — a read-modify-write that two servers updating two symbols of one bucket would race.
+11)"): a bucket reads its own 500 symbols, or all buckets the whole universe, 2–3× faster, but
+one symbol ~20× and 500 scattered symbols ~2× slower, and every incremental fetch of one symbol
+would rewrite its bucket — a read-modify-write that two servers updating two symbols of one
+bucket would race.
 
 The catalog (symbols, first/last bar, rows, updated) is the ``market_catalog`` table of the job
 database (`core.catalog`), never a file under the root.
@@ -245,7 +246,7 @@ class MarketDataStore:
             checked[sym] = table
         if not checked:
             return []
-        existing = self.catalog_db.get_many(source, frequency, list(checked))
+        existing = self._existing_files(source, frequency, list(checked))
         token = uuid.uuid4().hex[:12]
         backups: dict[str, str] = {}
         written: list[str] = []
@@ -274,6 +275,18 @@ class MarketDataStore:
             for copy in backups.values():
                 _quietly(storage.delete, copy)
         return entries
+
+    def _existing_files(self, source: str, frequency: str, symbols: list[str]) -> set[str]:
+        """Those of ``symbols`` whose file exists (whatever the catalog says): one listing of the
+        (source, frequency) prefix for many symbols, one existence check each for a few."""
+        if len(symbols) > 64:
+            listed = storage.list_files(storage.join(self.root_uri, source, frequency))
+            present = {f.removeprefix("symbol=").removesuffix(f"/{BARS_FILE}") for f in listed
+                       if f.startswith("symbol=") and f.endswith(f"/{BARS_FILE}") and f.count("/") == 1}
+            return present.intersection(symbols)
+        with ThreadPoolExecutor(max_workers=max(1, min(IO_THREADS, len(symbols)))) as pool:
+            found = pool.map(lambda s: storage.exists(self.location(source, s, frequency)), symbols)
+            return {s for s, there in zip(symbols, found, strict=True) if there}
 
     def _write_file(self, source: str, symbol: str, frequency: str, table: pa.Table) -> None:
         """Write one series' file (no catalog row); `write_many`'s unit of work."""

@@ -44,7 +44,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -141,12 +141,12 @@ def check_uri(uri: str | os.PathLike[str]) -> Root:
             raise InvalidStorageURI(raw, "a file:// URI names a local path: file:///path")
         if not parts.path.startswith("/"):
             raise InvalidStorageURI(raw, "a file:// URI needs an absolute path: file:///path")
-        return _local_root(raw, parts.path)
+        return _local_root(raw, unquote(parts.path))
     bucket = parts.netloc
     if not BUCKET_RE.match(bucket) or ".." in bucket or ".-" in bucket or "-." in bucket or _IP_RE.match(bucket):
         raise InvalidStorageURI(raw, f"{bucket!r} is not a valid bucket name (3-63 lower-case letters, digits, "
                                      "'.' and '-', starting and ending with a letter or digit)")
-    segments = [s for s in parts.path.split("/")]
+    segments = parts.path.split("/")
     if segments and segments[0] == "":
         segments = segments[1:]
     if segments and segments[-1] == "":
@@ -200,14 +200,14 @@ def _s3_options() -> dict[str, Any]:
     """S3FileSystem keyword arguments from the standard AWS variables (credentials: SDK chain)."""
     env = os.environ
     kw: dict[str, Any] = {}
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    var = "AWS_ENDPOINT_URL_S3" if env.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+    endpoint = env.get(var)
     if endpoint:
         parts = urlsplit(endpoint.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"AWS_ENDPOINT_URL must be http(s)://host[:port], got {redact(endpoint)!r}",
-                              {"variable": "AWS_ENDPOINT_URL"})
+            raise ConfigError(f"{var} must be http(s)://host[:port], got {redact(endpoint)!r}", {"variable": var})
         if "@" in parts.netloc:
-            raise ConfigError("AWS_ENDPOINT_URL must not hold credentials", {"variable": "AWS_ENDPOINT_URL"})
+            raise ConfigError(f"{var} must not hold credentials", {"variable": var})
         kw["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
         kw["scheme"] = parts.scheme
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
@@ -230,7 +230,7 @@ def filesystem(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, Root]:
         key: Any = ("file",)
     else:
         kw = _s3_options()
-        key = _s3_cache_key(kw)
+        key = (os.getpid(), *_s3_cache_key(kw))  # a forked child makes its own (the AWS SDK is not fork-safe)
     with _lock:
         fs = _cache.get(key)
         if fs is None:
@@ -270,7 +270,7 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
 
 def _read_s3(fs: pafs.FileSystem, root: Root) -> bytes:
     try:
-        with fs.open_input_stream(root.path) as fh:
+        with fs.open_input_stream(root.path, compression=None) as fh:
             return fh.read()
     except OSError as exc:
         if _is_not_found(fs, root, exc):
@@ -319,7 +319,7 @@ def write_bytes(uri: str | os.PathLike[str], data: bytes | bytearray | memoryvie
     if root.is_local:
         _write_local(root.path, lambda fh: fh.write(data))
         return
-    with fs.open_output_stream(root.path) as out:
+    with fs.open_output_stream(root.path, compression=None) as out:
         out.write(data)
 
 

@@ -223,3 +223,25 @@ def test_data_import_command(tmp_path: Path) -> None:
     assert r.returncode == 2 and "row 3" in r.stderr and "high" in r.stderr
     r = cli(tmp_path, "data", "import", str(good), "--symbol", "../evil")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("n", [2, 70])  # a few symbols: one check each; many: one listing
+def test_write_many_restores_a_file_the_catalog_does_not_know(tmp_path: Path, monkeypatch, n: int) -> None:
+    store = new_store(tmp_path)
+    other = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'other.sqlite'}")
+    other.write("upload", "AAA", "1d", bars(10, seed=1))  # on the root, but not in this store's catalog
+    before = store.read("upload", "AAA", "1d")
+    files_before = snapshot(store)[0]
+    real = store._write_file
+
+    def failing(source, symbol, frequency, table):
+        if symbol == "ZZZ":
+            raise OSError("disk full")
+        return real(source, symbol, frequency, table)
+
+    monkeypatch.setattr(store, "_write_file", failing)
+    frames = {"AAA": bars(5, seed=2), "ZZZ": bars(5), **{f"S{i:03d}": bars(5) for i in range(n - 2)}}
+    with pytest.raises(OSError, match="disk full"):
+        store.write_many("upload", "1d", frames)
+    pd.testing.assert_frame_equal(store.read("upload", "AAA", "1d"), before)
+    assert snapshot(store)[0] == files_before and store.catalog() == []

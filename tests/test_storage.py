@@ -63,6 +63,7 @@ def test_good_uris_are_normalised(tmp_path: Path) -> None:
     assert storage.check_uri("s3://bucket").path == "bucket"
     assert storage.check_uri(tmp_path).uri == str(tmp_path)
     assert storage.check_uri(f"file://{tmp_path}").uri == str(tmp_path)
+    assert storage.check_uri("file:///data/my%20dir").uri == "/data/my dir"
     assert storage.check_uri("rel/dir").uri == os.path.abspath("rel/dir")
     assert storage.join("s3://bucket/p", "upload/1d", "symbol=A/bars.parquet") == \
         "s3://bucket/p/upload/1d/symbol=A/bars.parquet"
@@ -96,7 +97,7 @@ def test_s3_filesystem_from_the_aws_variables(monkeypatch) -> None:
                                          "region": "eu-central-1"}  # the S3-specific endpoint wins
         assert storage.resolve("s3://bucket/other")[0] is fs  # cached per configuration
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "not a url")
-        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL"):
+        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL_S3 must be"):
             storage.resolve("s3://bucket/prefix")
     finally:
         storage.clear_cache()
@@ -133,6 +134,20 @@ def test_file_helpers(root: str) -> None:
     with pytest.raises(FileNotFoundError):
         storage.delete(a, missing_ok=False)
     assert storage.list_files(root) == ["x/b.bin", "y/z/t.parquet"]
+
+
+def test_bytes_are_stored_as_given_whatever_the_name(root: str, request) -> None:
+    import gzip
+
+    raw = gzip.compress(b"payload")
+    uri = storage.join(root, "a.json.gz")  # no compression guessed from the extension, either way
+    storage.write_bytes(uri, raw)
+    assert storage.read_bytes(uri) == raw
+    if storage.is_local(root):
+        assert Path(uri).read_bytes() == raw
+    else:
+        srv = request.getfixturevalue("s3_server")
+        assert srv.client().get_object(Bucket=srv.bucket, Key="market/a.json.gz")["Body"].read() == raw
 
 
 def test_failed_table_write_leaves_the_previous_file(root: str, monkeypatch) -> None:
