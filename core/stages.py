@@ -48,6 +48,16 @@ def _loader(task: PartitionTask, loader: BarsLoader | None) -> BarsLoader:
     return loader if loader is not None else StoreLoader(task.data)
 
 
+def _bars(task: PartitionTask, calendar: Calendar, loader: BarsLoader | None) -> tuple[Any, np.ndarray | None]:
+    """The task's symbols on the calendar, and the benchmark's returns (None without one)."""
+    src = _loader(task, loader)
+    panel = align(list(task.symbols), src.series(task.symbols), calendar.ns)
+    bench = None
+    if task.data.benchmark is not None:
+        bench = benchmark_returns(src.series([task.data.benchmark])[0], calendar.ns)
+    return panel, bench
+
+
 def calendar_stage(task: PartitionTask, loader: BarsLoader | None = None) -> np.ndarray:
     """The timestamps (int64 UTC ns) at which this partition's symbols have a close."""
     return calendar_of(_loader(task, loader).series(task.symbols))
@@ -83,12 +93,8 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     t0 = time.perf_counter()
     spec = ctx.spec(task.plan_hash, task.spec)
     strategy = ctx.strategy(task.strategy.name)
-    src = _loader(task, loader)
     symbols = list(task.symbols)
-    panel = align(symbols, src.series(symbols), calendar.ns)
-    bench = None
-    if task.data.benchmark is not None:
-        bench = benchmark_returns(src.series([task.data.benchmark])[0], calendar.ns)
+    panel, bench = _bars(task, calendar, loader)
     t1 = time.perf_counter()
     wanted = wanted_metrics(spec)
     need_series = any(m in M.SERIES_METRICS for m in wanted)
@@ -153,12 +159,7 @@ def details_stage(task: PartitionTask, calendar: Calendar, combos: list[int], ct
     ctx = _context(ctx)
     spec = ctx.spec(task.plan_hash, task.spec)
     strategy = ctx.strategy(task.strategy.name)
-    src = _loader(task, loader)
-    symbols = list(task.symbols)
-    panel = align(symbols, src.series(symbols), calendar.ns)
-    bench = None
-    if task.data.benchmark is not None:
-        bench = benchmark_returns(src.series([task.data.benchmark])[0], calendar.ns)
+    panel, bench = _bars(task, calendar, loader)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)
     details = engine.details(spec, strategy, grid, panel, 0, combos, calendar.periods_per_year, bench,
