@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
-from .ranking import rank_sorted, sort_keys
+from .metrics import metric_direction
+from .ranking import rank_sorted
 
 MANIFEST = "manifest.json"
 PIECE_FMT = "part-{:05d}.parquet"
@@ -124,60 +125,63 @@ def _file_batches(loc: str, batch_rows: int, columns: list[str] | None) -> Itera
         yield rb.to_pandas()
 
 
-def _merge(pieces: list[str], rank_by: str, batch_rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
-    """K-way merge of ranked pieces in batches: emit every buffered row whose key is at most
-    the smallest "last key" among pieces that still have rows to read."""
-    per_piece = max(256, batch_rows // max(1, len(pieces)))
-    iters = [_file_batches(p, per_piece, None) for p in pieces]
-    bufs: list[pd.DataFrame | None] = [None] * len(pieces)
+def _arrow_keys(table: pa.Table, rank_by: str) -> tuple[np.ndarray, np.ndarray]:
+    """`ranking.sort_keys` on an Arrow table: (−score, NaN → +inf) and the column index."""
+    score = table.column(rank_by).to_numpy(zero_copy_only=False).astype(np.float64) * metric_direction(rank_by)
+    primary = np.where(np.isnan(score), np.inf, -score)
+    return primary, table.column("column").to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _merge(pieces: list[str], rank_by: str, batch_rows: int, columns: list[str] | None,
+           per_piece: int = 8192) -> Iterator[pd.DataFrame]:
+    """K-way merge of ranked pieces on Arrow tables, in rounds: each round emits every buffered
+    row whose key is at most the smallest "last buffered key" among pieces not yet exhausted
+    (those rows can no longer be preceded by unread ones). Memory: one batch per piece."""
+    iters = [pq.ParquetFile(storage.open_input(p)).iter_batches(batch_size=per_piece) for p in pieces]
+    bufs: list[pa.Table | None] = [None] * len(pieces)
+    keys: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0, np.int64))] * len(pieces)
     done = [False] * len(pieces)
     rank = 1
 
     def refill(i: int) -> None:
-        while not done[i] and (bufs[i] is None or len(bufs[i]) == 0):
+        while not done[i] and (bufs[i] is None or bufs[i].num_rows == 0):  # type: ignore[union-attr]
             nxt = next(iters[i], None)
             if nxt is None:
-                done[i] = True
-                bufs[i] = None
+                done[i], bufs[i] = True, None
             else:
-                bufs[i] = nxt
+                bufs[i] = pa.Table.from_batches([nxt])
+                keys[i] = _arrow_keys(bufs[i], rank_by)  # type: ignore[arg-type]
 
     for i in range(len(pieces)):
         refill(i)
-    while any(b is not None and len(b) for b in bufs):
-        live = [i for i, b in enumerate(bufs) if b is not None and len(b)]
-        # the bound: rows up to the smallest last key of a piece that may still hold more rows
+    while True:
+        live = [i for i, b in enumerate(bufs) if b is not None and b.num_rows]
+        if not live:
+            break
         bound: tuple[float, int] | None = None
         for i in live:
-            if done[i]:
-                continue
-            p, c = sort_keys(bufs[i].iloc[-1:], rank_by)  # type: ignore[union-attr]
-            key = (float(p[0]), int(c[0]))
-            bound = key if bound is None or key < bound else bound
-        parts, keys_p, keys_c = [], [], []
+            if not done[i]:
+                key = (float(keys[i][0][-1]), int(keys[i][1][-1]))
+                bound = key if bound is None or key < bound else bound
+        parts, kp, kc = [], [], []
         for i in live:
-            b = bufs[i]
-            p, c = sort_keys(b, rank_by)  # type: ignore[arg-type]
-            if bound is None:
-                n = len(b)  # type: ignore[arg-type]
-            else:
-                # rows of this buffer with key <= bound (keys ascending within a piece)
-                n = int(np.count_nonzero((p < bound[0]) | ((p == bound[0]) & (c <= bound[1]))))
+            p, c = keys[i]
+            n = len(p) if bound is None else int(np.count_nonzero((p < bound[0]) | ((p == bound[0]) & (c <= bound[1]))))
             if n:
-                parts.append(b.iloc[:n])  # type: ignore[union-attr]
-                keys_p.append(p[:n])
-                keys_c.append(c[:n])
-                bufs[i] = b.iloc[n:]  # type: ignore[union-attr]
+                parts.append(bufs[i].slice(0, n))  # type: ignore[union-attr]
+                kp.append(p[:n])
+                kc.append(c[:n])
+                bufs[i] = bufs[i].slice(n)  # type: ignore[union-attr]
+                keys[i] = (p[n:], c[n:])
         if parts:
-            merged = pd.concat(parts, ignore_index=True)
-            order = np.lexsort((np.concatenate(keys_c), np.concatenate(keys_p)))
-            merged = merged.iloc[order].reset_index(drop=True)
-            merged.insert(0, "rank", np.arange(rank, rank + len(merged), dtype=np.int64))
-            rank += len(merged)
+            order = np.lexsort((np.concatenate(kc), np.concatenate(kp)))
+            merged = pa.concat_tables(parts).take(pa.array(order))
+            merged = merged.add_column(0, "rank", pa.array(np.arange(rank, rank + merged.num_rows, dtype=np.int64)))
+            rank += merged.num_rows
             if columns is not None:
-                merged = merged[["rank", *[c for c in columns if c != "rank"]]]
-            for s in range(0, len(merged), batch_rows):
-                yield merged.iloc[s:s + batch_rows]
+                merged = merged.select(["rank", *[c for c in columns if c != "rank"]])
+            for s0 in range(0, merged.num_rows, batch_rows):
+                yield merged.slice(s0, batch_rows).to_pandas()
         for i in live:
             refill(i)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -109,13 +109,14 @@ class RunPlan:
 
     def task(self, p: Partition) -> PartitionTask:
         """The slim task of partition ``p``: this plan without the other partitions' symbols."""
-        return PartitionTask(self.hash, self.strategy, self.spec, self.grid, self.data, p,
+        return PartitionTask(self.hash, self.strategy, self.spec, self.grid, replace(self.data, symbols=()), p,
                              self.data.symbols[p.start:p.stop])
 
 
 @dataclass(frozen=True)
 class PartitionTask:
-    """What one partition task carries: the plan's shared parts and its own symbols."""
+    """What one partition task carries: the plan's shared parts and its own symbols (its
+    ``data.symbols`` is empty: the universe does not travel with every task)."""
 
     plan_hash: str
     strategy: StrategyRef
