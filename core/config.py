@@ -145,6 +145,10 @@ class Settings:
         "GPU_BACKTEST_PARTITION_CELLS", _int(1), 50_000_000,
         "bar × column cells per partition task (sets how many symbols a task takes)",
     )
+    auto_migrate: bool = _env(
+        "GPU_BACKTEST_AUTO_MIGRATE", _bool, True,
+        "apply the job database's schema migrations at start-up (false: refuse to start on an older schema)",
+    )
     task_retries: int = _env(
         "GPU_BACKTEST_TASK_RETRIES", _int(0, 100), 3, "times a cluster task is retried after a worker is lost"
     )

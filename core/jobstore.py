@@ -30,8 +30,9 @@ dataclasses, never ORM instances bound to a session.
 URLs: ``DATABASE_URL`` if set (``postgres://`` and ``postgresql://`` are normalised to
 ``postgresql+psycopg2://``), else ``sqlite:///<GPU_BACKTEST_DATA_DIR>/jobs.sqlite``. SQLite
 runs in WAL mode with a busy timeout. The schema is explicit (table, column, index and
-constraint names fixed by a naming convention) and its version is recorded in the
-``schema_version`` table, so a later migration tool can take over from `create_all`.
+constraint names fixed by a naming convention, core/dbtypes.py) and changes through versioned
+migrations (core/migrations/, Alembic), which `migrate` applies at start-up under a lock; each
+schema version is also recorded in the ``schema_version`` table.
 
 JSON columns hold plain JSON: NaN and ±infinity are stored as ``null``, numpy scalars as
 Python numbers, tuples as lists, timestamps as ISO strings (see `to_jsonable`, from core/jsonsafe.py).
@@ -51,11 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     CheckConstraint,
     Connection,
-    DateTime,
     Engine,
     Float,
     Index,
@@ -71,13 +70,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
+from .dbtypes import NAMING_CONVENTION, JsonDoc, UTCDateTime
 from .errors import ConfigError, GpuBacktestError
 from .jobstatus import CANCELLED, FAILED, FINAL_STATUSES, QUEUED, RUNNING, STATUSES, SUCCEEDED, is_final
 from .jsonsafe import to_jsonable
@@ -166,37 +164,6 @@ def default_url(settings: Settings) -> str:
 
 
 # --------------------------------------------------------------------------- schema
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp stored as UTC and always read back timezone-aware (UTC), on every database."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-JsonDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 
 class Base(DeclarativeBase):
@@ -352,31 +319,24 @@ class JobStore:
 
     # ---- schema
 
-    def create_all(self) -> int:
-        """Create the tables and indexes that are missing and record the schema version; returns it.
+    def migrate(self, *, apply: bool = True) -> int:
+        """Bring the schema to this code's version with the migrations (core/migrations/); returns it.
 
-        Safe to call from several processes at once. Raises ConfigError if the database was
-        written by a newer version of this code.
+        Safe to call from several processes at once (one migrates, under a lock; the others
+        wait and find it done). A database made by the old `create_all` is recognised as the
+        baseline. Raises ConfigError if the database was upgraded by a newer version of this
+        code, or (``apply=False``) if it needs an upgrade.
         """
-        with self._write() as conn:
-            if self.dialect == "postgresql":
-                # One creator at a time; the lock is released when this transaction ends.
-                conn.execute(select(func.pg_advisory_xact_lock(0x6762745F6A6F6273)))
-            Base.metadata.create_all(conn)
-            current = conn.execute(select(func.max(_version_table.c.version))).scalar()
-            if current is None:
-                conn.execute(insert(_version_table).values(version=SCHEMA_VERSION, applied_at=utc_now(),
-                                                           description="jobs table"))
-                current = SCHEMA_VERSION
-        if current > SCHEMA_VERSION:
-            raise ConfigError(
-                f"the job database has schema version {current}, newer than this code's {SCHEMA_VERSION}",
-                {"variable": "DATABASE_URL", "schema_version": current, "supported": SCHEMA_VERSION},
-            )
-        return int(current)
+        from .migrations import migrate
+
+        return migrate(self._write_engine, apply=apply)
+
+    def create_all(self) -> int:
+        """The schema at this code's version: `migrate` (the name of the pre-migration method)."""
+        return self.migrate()
 
     def schema_version(self) -> int | None:
-        """The schema version recorded in the database (None before `create_all`)."""
+        """The schema version recorded in the database (None before `migrate`)."""
         with self._read() as conn:
             return conn.execute(select(func.max(_version_table.c.version))).scalar()
 

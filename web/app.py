@@ -1,6 +1,6 @@
 """The aiohttp application: `create_app(settings)` with its start-up/clean-up contexts and routes.
 
-Start-up order: plugin manager → job store (tables created, dead processes' jobs recovered)
+Start-up order: plugin manager → job store (schema migrated under a lock, expired leases' jobs recovered)
 → market-data service → Dask cluster → engine → job manager. Clean-up runs in reverse:
 stop accepting jobs, let running ones finish (or leave them for the next start to re-queue),
 close the cluster, close the database.
@@ -9,6 +9,7 @@ close the cluster, close the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         pm = build_plugin_manager()
         app[K.PM] = pm
         store = JobStore.from_settings(settings)
-        await asyncio.to_thread(store.create_all)
+        await asyncio.to_thread(functools.partial(store.migrate, apply=settings.auto_migrate))
         app[K.STORE] = store
         data = MarketDataService(settings, pm)
         app[K.DATA] = data
