@@ -77,6 +77,13 @@ def open_input(location: str) -> Any:
     return fs.open_input_file(path)
 
 
+def list_names(location: str) -> list[str]:
+    """The names of the entries directly under a directory/prefix (missing: empty)."""
+    fs, path = _fs(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+    return sorted(i.base_name for i in infos)
+
+
 def delete_tree(location: str) -> None:
     """Remove a file or a directory/prefix and everything under it (missing: no-op)."""
     fs, path = _fs(location)

@@ -261,3 +261,22 @@ def test_unrecognised_tables_are_refused(make_url: MakeUrl) -> None:
             assert set(inspect(conn).get_table_names()) == {"jobs"}  # left as it was
     finally:
         engine.dispose()
+
+
+def test_downgrade_to_the_baseline_and_upgrade_again(make_url: MakeUrl) -> None:
+    from alembic import command
+
+    from gpu_backtest.core.migrations import alembic_config
+
+    url, reference = make_url(), make_url()
+    rows = _fill_legacy(url)
+    _fill_legacy(reference)
+    with JobStore(url) as store:
+        store.migrate()
+        with store._write_engine.connect() as conn, conn.begin():
+            command.downgrade(alembic_config(conn), BASELINE)
+        assert _versions(url) == ([BASELINE], [1])
+        assert _schema(url) == _schema(reference)  # the old create_all's schema again
+        assert store.migrate() == SCHEMA_VERSION
+        assert {j.id for j in store.list(limit=100)[0]} == set(rows)
+    assert _model_diff(url) == []

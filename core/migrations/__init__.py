@@ -205,9 +205,8 @@ def migrate(engine: Engine, *, apply: bool = True, target: str = "head") -> int:
     recognised, or (``apply=False``) when it needs an upgrade. On SQLite, ``engine`` must
     begin its transactions with ``BEGIN IMMEDIATE`` (JobStore's write engine does).
     """
-    from alembic import command
-
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # its set-up chatter
+    from alembic import command
     with engine.connect() as conn:
         with conn.begin():
             _lock(conn)
