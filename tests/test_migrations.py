@@ -5,7 +5,8 @@
   intact; afterwards the database matches the models (Alembic's compare finds nothing).
 - Several servers starting at once migrate once (the lock).
 - A database newer than the code is refused with a clear message, by this code, by the old
-  code's check, and by ``gpu-backtest serve``, which exits at once.
+  code's check, and by ``gpu-backtest serve``, which exits at once; the real older server
+  (commit 23a425b, from git) makes the baseline schema and refuses the upgraded database.
 - With GPU_BACKTEST_AUTO_MIGRATE=false an old schema is refused; ``gpu-backtest migrate`` upgrades it.
 
 PostgreSQL: ``TEST_DATABASE_URL`` or postgres@127.0.0.1:5432/test, a fresh schema per database
@@ -280,3 +281,69 @@ def test_downgrade_to_the_baseline_and_upgrade_again(make_url: MakeUrl) -> None:
         assert store.migrate() == SCHEMA_VERSION
         assert {j.id for j in store.list(limit=100)[0]} == set(rows)
     assert _model_diff(url) == []
+
+
+# --------------------------------------------------------------------------- the real older server
+
+OLDER_COMMIT = "23a425b"
+"""The last commit before migrations and leases: the code deployed servers run before the upgrade."""
+
+
+@pytest.fixture(scope="module")
+def older_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The older server's package, from git, as ``<dir>/gpu_backtest`` (and ``gpu_backtest_old``, a
+    second name to import its modules next to this code's)."""
+    import io
+    import shutil
+    import tarfile
+
+    repo = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or subprocess.run(
+            ["git", "-C", str(repo), "cat-file", "-e", f"{OLDER_COMMIT}^{{commit}}"], capture_output=True).returncode:
+        pytest.skip(f"commit {OLDER_COMMIT} (the older server) is not in this checkout")
+    root = tmp_path_factory.mktemp("older")
+    archive = subprocess.run(["git", "-C", str(repo), "archive", OLDER_COMMIT], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(root / "gpu_backtest", filter="data")
+        else:  # Python < 3.11.4
+            tar.extractall(root / "gpu_backtest")  # our own repository's commit
+    (root / "gpu_backtest_old").symlink_to(root / "gpu_backtest")
+    return root
+
+
+def test_the_older_code_makes_the_baseline_and_refuses_the_upgraded_database(make_url: MakeUrl, older_code: Path,
+                                                                             tmp_path: Path) -> None:
+    import importlib
+
+    sys.path.insert(0, str(older_code))
+    try:
+        old_jobstore = importlib.import_module("gpu_backtest_old.core.jobstore")
+    finally:
+        sys.path.remove(str(older_code))
+    made_by_old, frozen = make_url(), make_url()
+    old = old_jobstore.JobStore(made_by_old)
+    try:
+        assert old.create_all() == 1  # the older server's own create_all
+        job = old.create({"strategy": "sma_crossover"}, "h" * 64, "key", "http://hook.example/")
+        old.claim_next("older-server")
+    finally:
+        old.close()
+    _fill_legacy(frozen)
+    assert _schema(made_by_old) == _schema(frozen)  # tests/legacy_schema.py is what that code makes
+    with JobStore(made_by_old) as store:
+        assert store.migrate() == SCHEMA_VERSION
+        got = store.get(job.id)
+        assert got is not None and got.status == "running" and got.owner == "older-server" and got.attempts == 1
+        assert got.lease_expires_at is None  # a run from before leases: recovery treats it as expired
+        assert store.recover()["requeued"] == 1
+    env = {**os.environ, "PYTHONPATH": str(older_code), "DATABASE_URL": made_by_old,
+           "GPU_BACKTEST_DATA_DIR": str(tmp_path / "data"), "GPU_BACKTEST_BACKEND": "cpu",
+           "GPU_SERVER_HOST": "127.0.0.1", "GPU_SERVER_PORT": "1"}
+    out = subprocess.run([sys.executable, "-c", "import sys; from gpu_backtest.entrypoints.cli import main; "
+                          "import gpu_backtest; assert gpu_backtest.__file__.startswith(sys.argv[1]); "
+                          "sys.argv[1:] = ['serve']; sys.exit(main())", str(older_code)],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"error: the job database has schema version {SCHEMA_VERSION}, newer than this code's 1" in out.stderr, \
+        out.stderr[-2000:]
