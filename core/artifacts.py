@@ -2,9 +2,15 @@
 
 Layout of one job's artifact (a directory or a bucket prefix)::
 
-    <artifact root>/<job id>/part-00000.parquet   one piece per partition, rows in rank order
-                             part-00001.parquet
-                             manifest.json        rank_by, columns, piece names, row total
+    <artifact root>/<job id>/g<N>/part-00000.parquet   one piece per partition, rows in rank order
+                                  part-00001.parquet
+                                  manifest.json        rank_by, columns, piece names, row total
+
+``g<N>`` is the run's lease generation (core/jobstore.py): each run of a job writes under its
+own location, and the job's ``artifact_path`` names the one of the run that finished it, so a
+run that lost its lease (a paused or partitioned server, fenced off) can never replace or mix
+pieces into the result of the run that took over. `clear_older_runs` removes the locations of
+earlier runs. Jobs finished before leases have their pieces directly under ``<job id>/``.
 
 Each piece holds the rows of one partition sorted by the job's ranking (`core/ranking.py`),
 so the globally ranked table is a k-way merge of the pieces: `ranked_batches` streams it in
@@ -34,11 +40,39 @@ MANIFEST = "manifest.json"
 PIECE_FMT = "part-{:05d}.parquet"
 
 
-def job_dir(artifact_root: str, job_id: str) -> str:
-    """The artifact location of one job (job ids are server-made hex strings)."""
+RUN_PREFIX = "g"
+
+
+def job_dir(artifact_root: str, job_id: str, generation: int | None = None) -> str:
+    """The artifact location of one job (job ids are server-made hex strings): with
+    ``generation``, that run's own location ``<job id>/g<N>``; without, the job's whole tree."""
     if not job_id.isalnum():
         raise ValueError(f"invalid job id {job_id!r}")
-    return storage.join(artifact_root, job_id)
+    if generation is None:
+        return storage.join(artifact_root, job_id)
+    if int(generation) < 0:
+        raise ValueError(f"invalid generation {generation!r}")
+    return storage.join(artifact_root, job_id, f"{RUN_PREFIX}{int(generation)}")
+
+
+def _run_generation(name: str) -> int | None:
+    digits = name[len(RUN_PREFIX):]
+    return int(digits) if name.startswith(RUN_PREFIX) and digits.isdigit() else None
+
+
+def clear_older_runs(artifact_root: str, job_id: str, generation: int) -> list[str]:
+    """Delete what earlier runs of a job left under its tree: ``g<M>`` for M < ``generation``
+    and files of the layout before leases. Never a later run's location (a server that lost
+    its lease must not touch the run that took over). Returns the names removed."""
+    root = job_dir(artifact_root, job_id)
+    removed = []
+    for name in storage.list_names(root):
+        g = _run_generation(name)
+        if g is not None and g >= generation:
+            continue
+        storage.delete_tree(storage.join(root, name))
+        removed.append(name)
+    return removed
 
 
 def write_piece(artifact: str, index: int, df: pd.DataFrame, rank_by: str) -> str:

@@ -55,6 +55,16 @@ def _fraction(name: str, raw: str) -> float:
     return v
 
 
+def _seconds(name: str, raw: str) -> float:
+    try:
+        v = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}", {"variable": name}) from None
+    if not (v > 0 and v < 86_400 * 365):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}", {"variable": name})
+    return v
+
+
 def parse_bytes(name: str, raw: str) -> int:
     """Parse ``512MiB``, ``2GB``, ``1048576`` into bytes; ConfigError naming ``name`` otherwise."""
     m = _SIZE_RE.match(raw)
@@ -145,6 +155,26 @@ class Settings:
         "GPU_BACKTEST_PARTITION_CELLS", _int(1), 50_000_000,
         "bar × column cells per partition task (sets how many symbols a task takes)",
     )
+    auto_migrate: bool = _env(
+        "GPU_BACKTEST_AUTO_MIGRATE", _bool, True,
+        "apply the job database's schema migrations at start-up (false: refuse to start on an older schema)",
+    )
+    lease_s: float = _env(
+        "GPU_BACKTEST_LEASE_S", _seconds, 30.0,
+        "seconds a server's claim on a running job lasts without a heartbeat; then another server re-runs it",
+    )
+    heartbeat_s: float = _env(
+        "GPU_BACKTEST_HEARTBEAT_S", _seconds, 10.0,
+        "seconds between a server's lease renewals (and expired-lease checks); well under the lease",
+    )
+    max_attempts: int = _env(
+        "GPU_BACKTEST_MAX_ATTEMPTS", _int(1, 100), 3,
+        "runs of a job lost with their server (expired leases) before it fails with too_many_attempts",
+    )
+    shutdown_grace_s: float = _env(
+        "GPU_BACKTEST_SHUTDOWN_GRACE_S", _seconds, 30.0,
+        "on SIGTERM, seconds a server lets its running jobs finish before handing them back to the queue",
+    )
     task_retries: int = _env(
         "GPU_BACKTEST_TASK_RETRIES", _int(0, 100), 3, "times a cluster task is retried after a worker is lost"
     )
@@ -176,6 +206,10 @@ class Settings:
 
     def validate(self) -> None:
         """Cross-field checks."""
+        if self.heartbeat_s >= self.lease_s:
+            raise ConfigError(
+                f"GPU_BACKTEST_HEARTBEAT_S ({self.heartbeat_s:g}) must be shorter than GPU_BACKTEST_LEASE_S "
+                f"({self.lease_s:g}); a third of it or less is advised", {"variable": "GPU_BACKTEST_HEARTBEAT_S"})
         if self.api_key_required and not self.api_key:
             raise ConfigError(
                 "API_KEY_REQUIRED is true but GPU_SERVER_API_KEY is not set", {"variable": "GPU_SERVER_API_KEY"}

@@ -1,15 +1,23 @@
-"""JobManager: the queue of backtest jobs, the concurrency limit, progress, cancel, recovery.
+"""JobManager: the queue of backtest jobs, the concurrency limit, progress, cancel, leases, recovery.
 
 - Jobs are persisted (`JobStore`) before they are acknowledged; a dispatcher claims them in
-  submission order while fewer than ``MAX_CONCURRENT_JOBS`` run in this process.
+  submission order while fewer than ``MAX_CONCURRENT_JOBS`` run in this process. Several
+  servers may share one database: each claim is atomic and takes a lease.
 - A job runs the engine in a worker thread (the event loop never blocks on compute or on
   the database): the engine plans the run, and the executor (Dask: the cluster's workers)
-  runs its stages; the workers write the table's pieces to the job's artifact location.
+  runs its stages; the workers write the table's pieces to the run's own artifact location
+  (``<job id>/g<lease generation>``).
+- A heartbeat (every ``GPU_BACKTEST_HEARTBEAT_S``) renews all of this server's leases in one
+  statement, and re-queues any server's jobs whose lease (``GPU_BACKTEST_LEASE_S``) expired.
+  A job whose lease is lost — not renewed, a progress write refused, or its known deadline
+  passed (the process was paused) — is stopped at its next chunk and never finished here:
+  progress and the final state are written only by the lease holder (owner + generation +
+  unexpired lease), and a fenced run's files are deleted, never recorded.
 - Progress is written as chunks finish (throttled); a cancel request stops a running job at
   its next chunk, and a queued job never starts.
-- On start-up, jobs left ``running`` by a dead process are re-queued (bounded attempts, then
-  failed with a reason) and ``queued`` ones resume. Results are written once: the final
-  state is a conditional update that only a ``running`` job can take.
+- On shutdown, running jobs get a grace period to finish; the rest are handed back to the
+  queue at once (their attempt does not count). Results are written once: the final state
+  is a conditional update that only the lease holder of a ``running`` job can make.
 - When a job ends, its ``callback_url`` receives a POST, signed with HMAC-SHA256 of the body
   (``X-Signature: sha256=<hex>``) when ``GPU_SERVER_API_KEY`` is set.
 """
@@ -23,10 +31,14 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -53,8 +65,14 @@ def sign(body: bytes, key: str) -> str:
     return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
+def server_identity() -> str:
+    """This server process's owner name in the job store: ``<host>:<pid>:<random>``."""
+    host = socket.gethostname()[:200] or "host"
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class JobManager:
-    """Owns the dispatcher task and the running jobs of this server process."""
+    """Owns the dispatcher, the heartbeat and the running jobs of this server process."""
 
     def __init__(self, settings: Settings, store: Any, engine: Engine,
                  executor_factory: Callable[[], Executor | None] | None = None,
@@ -64,39 +82,81 @@ class JobManager:
         self.engine = engine
         self.executor_factory = executor_factory or (lambda: None)
         self.on_event = on_event or (lambda name, data: None)
-        self.owner = uuid.uuid4().hex
+        self.owner = server_identity()
         self.max_running = settings.max_concurrent_jobs
         self.artifact_root = settings.artifact_uri
+        self.lease_s = settings.lease_s
+        self.heartbeat_s = settings.heartbeat_s
+        self.max_attempts = settings.max_attempts
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_flags: dict[str, threading.Event] = {}
+        self._held: dict[str, int] = {}  # job id → lease generation, for the jobs this server runs
+        self._deadline: dict[str, float] = {}  # job id → monotonic time its lease is known to last until
+        self._lost: set[str] = set()  # jobs whose lease this server lost or handed back: never finished here
         self._wake = asyncio.Event()
         self._accepting = True
         self._dispatcher: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        # Engine runs get a thread each; lease statements their own threads, so that a heartbeat
+        # never waits behind compute for a free thread.
+        self._compute = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="gbt-job")
+        self._lease_io = ThreadPoolExecutor(max_workers=3, thread_name_prefix="gbt-lease")
         self.recovered: dict[str, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Recover jobs of dead processes, then start dispatching."""
-        self.recovered = await asyncio.to_thread(self.store.recover)
+        """Recover jobs whose lease expired, then start dispatching and the heartbeat."""
+        self.recovered = await self._db(self.store.recover, self.max_attempts)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+        self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
+        self._reaper = asyncio.create_task(self._reap(), name="job-reaper")
         self._wake.set()
+        log.info("job manager %s: lease %.3g s, heartbeat %.3g s", self.owner, self.lease_s, self.heartbeat_s)
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
-        """Stop accepting; let running jobs finish within ``grace_s``; the rest stay ``running``
-        in the store and are re-queued by the next start's recovery."""
+        """Stop accepting; let running jobs finish within ``grace_s``; hand the others back to
+        the queue at once (another server, or the next start, runs them; the attempt does not
+        count), and stop their work."""
         self._accepting = False
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        self._wake.set()
+        if self._dispatcher is not None:  # let it end its loop (a job claimed meanwhile starts)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._dispatcher), timeout=max(5.0, self.heartbeat_s))
+            except TimeoutError:
+                self._dispatcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._dispatcher
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace_s)
-        for flag in self._cancel_flags.values():
-            flag.set()  # stop at the next chunk; recovery re-queues them
+        held = dict(self._held)
+        if held:
+            # The database decides each race with a finishing run: a job finished first stays
+            # finished; a job handed back first refuses that run's finish.
+            try:
+                handed = await self._db(self.store.hand_back, self.owner, held)
+                log.info("handed back %d job(s) at shutdown: %s", len(handed), handed)
+                self.on_event("handed_back", {"jobs": len(handed)})
+            except Exception:
+                log.warning("handing jobs back failed; their leases expire in %.3g s", self.lease_s, exc_info=True)
+        self._lost.update(held)  # from here on these jobs are not ours to finish
+        for job_id in held:
+            flag = self._cancel_flags.get(job_id)
+            if flag is not None:
+                flag.set()  # stop at the next chunk
+        if self._running:  # let the stopped runs clean up their files
+            await asyncio.wait(list(self._running.values()), timeout=max(5.0, self.heartbeat_s))
+        for task in (self._heartbeat, self._reaper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._http is not None:
             await self._http.close()
+        self._compute.shutdown(wait=False, cancel_futures=True)
+        self._lease_io.shutdown(wait=False, cancel_futures=True)
 
     @property
     def accepting(self) -> bool:
@@ -123,48 +183,136 @@ class JobManager:
         return job
 
     async def cancel(self, job_id: str) -> Any:
-        """Cancel: a queued job never runs; a running one stops at its next chunk."""
+        """Cancel: a queued job never runs; a running one stops at its next chunk (on whichever
+        server runs it: that server sees the flag in the database)."""
         job = await asyncio.to_thread(self.store.request_cancel, job_id)
         flag = self._cancel_flags.get(job_id)
         if flag is not None:
             flag.set()
         return job
 
+    # -- leases ------------------------------------------------------------------------------
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A lease statement, on the lease threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._lease_io, functools.partial(fn, *args))
+
+    async def _beat(self) -> None:
+        """Every heartbeat: renew this server's leases (one statement) and stop the jobs whose
+        lease is lost."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._renew()
+            except Exception:  # never let the heartbeat die
+                log.warning("heartbeat failed", exc_info=True)
+
+    async def _reap(self) -> None:
+        """Every heartbeat, apart from the renewals (a slow recovery never delays them):
+        re-queue any server's jobs whose lease expired, and wake the dispatcher for them."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                counts = await self._db(self.store.recover, self.max_attempts)
+                if any(counts[k] for k in ("requeued", "failed", "cancelled")):
+                    log.info("recovered jobs with expired leases: %s", counts)
+                    self._wake.set()
+            except Exception:
+                log.warning("recovering expired leases failed", exc_info=True)
+
+    async def _renew(self) -> None:
+        held = dict(self._held)
+        if not held:
+            return
+        t0 = time.monotonic()
+        try:
+            kept = await self._db(self.store.renew_leases, self.owner, held, self.lease_s)
+        except Exception:
+            log.warning("renewing %d lease(s) failed", len(held), exc_info=True)
+            self._check_deadlines()
+            return
+        for job_id, gen in held.items():
+            if self._held.get(job_id) != gen:
+                continue  # finished (or handed back) meanwhile
+            if job_id in kept:
+                self._deadline[job_id] = t0 + self.lease_s
+            else:
+                self._lose(job_id, "its lease could not be renewed (expired, or the job was taken over)")
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for job_id, deadline in list(self._deadline.items()):
+            if now >= deadline and job_id in self._held:
+                self._lose(job_id, "its lease ran out before it could be renewed")
+
+    def _lose(self, job_id: str, why: str) -> None:
+        """This server no longer holds ``job_id``: stop its work; never write its result."""
+        if job_id in self._lost:
+            return
+        self._lost.add(job_id)
+        flag = self._cancel_flags.get(job_id)
+        if flag is not None:
+            flag.set()
+        log.warning("lost the lease of job %s (generation %s): %s; stopping its work here",
+                    job_id, self._held.get(job_id), why)
+        self.on_event("lease_lost", {"job": job_id})
+
+    def _still_held(self, job_id: str) -> bool:
+        """False once the job is lost, or its lease's known deadline has passed (a pause)."""
+        if job_id in self._lost:
+            return False
+        if time.monotonic() >= self._deadline.get(job_id, math.inf):
+            self._lose(job_id, "its lease ran out before it could be renewed")
+            return False
+        return True
+
     # -- internals ---------------------------------------------------------------------------
     async def _dispatch(self) -> None:
-        while True:
+        while self._accepting:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except TimeoutError:
                 pass
             self._wake.clear()
             while self._accepting and len(self._running) < self.max_running:
+                t0 = time.monotonic()
                 try:
-                    job = await asyncio.to_thread(self.store.claim_next, self.owner)
+                    job = await self._db(self.store.claim_next, self.owner, self.lease_s)
                 except Exception:  # database hiccup: try again on the next tick
                     log.exception("claiming a job failed")
                     break
                 if job is None:
                     break
+                # (claimed while shutdown began: it runs in the grace period like the others)
                 flag = threading.Event()
                 self._cancel_flags[job.id] = flag
+                self._held[job.id] = job.lease_generation
+                self._deadline[job.id] = t0 + self.lease_s
                 self._running[job.id] = asyncio.create_task(self._run(job, flag), name=f"job-{job.id}")
+
+    def _forget(self, job_id: str) -> None:
+        self._held.pop(job_id, None)
+        self._deadline.pop(job_id, None)
+        self._cancel_flags.pop(job_id, None)
 
     async def _run(self, job: Any, flag: threading.Event) -> None:
         t0 = time.perf_counter()
         last = [0.0]
+        gen = job.lease_generation
+        loop = asyncio.get_running_loop()
 
         def progress(fraction: float, stage: str) -> None:  # called from the compute thread
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+            if (now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0) and self._still_held(job.id):
                 last[0] = now
                 try:
-                    self.store.update_progress(job.id, float(fraction), stage)
+                    if not self.store.update_progress(job.id, float(fraction), stage, owner=self.owner,
+                                                      generation=gen):
+                        self._lose(job.id, "its progress write was refused")
                 except Exception:
                     log.warning("progress update for %s failed", job.id, exc_info=True)
 
         def cancelled() -> bool:
-            if flag.is_set():
+            if flag.is_set() or not self._still_held(job.id):
                 return True
             try:
                 return bool(self.store.is_cancel_requested(job.id))
@@ -172,11 +320,13 @@ class JobManager:
                 return False
 
         status, summary, error, artifact = FAILED, None, None, None
+        location = artifacts.job_dir(self.artifact_root, job.id, gen)
         try:
-            location = artifacts.job_dir(self.artifact_root, job.id)
-            await asyncio.to_thread(artifacts.delete, location)  # pieces of an interrupted attempt
-            result = await asyncio.to_thread(self.engine.run, job.spec, None, progress, cancelled,
-                                             self.executor_factory(), location)
+            # what earlier runs left (pieces of an interrupted attempt), and a clean location of our own
+            await asyncio.to_thread(artifacts.clear_older_runs, self.artifact_root, job.id, gen)
+            await asyncio.to_thread(artifacts.delete, location)
+            result = await loop.run_in_executor(self._compute, functools.partial(
+                self.engine.run, job.spec, None, progress, cancelled, self.executor_factory(), location))
             artifact = result.artifact
             summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS), "details": result.details}
             status = SUCCEEDED
@@ -187,24 +337,34 @@ class JobManager:
         except Exception as exc:
             log.exception("job %s failed", job.id)
             error = {"code": "internal_error", "message": f"internal error ({type(exc).__name__})", "details": None}
-        finally:
-            self._cancel_flags.pop(job.id, None)
-        if not self._accepting and status == CANCELLED and not await asyncio.to_thread(
-                self.store.is_cancel_requested, job.id):
-            # stopped by shutdown, not by a user: leave it running; the next start re-queues it
-            self._running.pop(job.id, None)
-            return
-        try:
-            wrote = await asyncio.to_thread(functools.partial(self.store.finish, job.id, status, summary, error,
-                                                              artifact, owner=self.owner))
-        except Exception:
-            log.exception("writing the result of %s failed", job.id)
-            wrote = False
+        wrote: bool | None = False
+        if job.id in self._lost or not self._still_held(job.id):
+            # lost (fenced off) or handed back at shutdown: another run owns the job now
+            self._forget(job.id)
+        else:
+            self._forget(job.id)  # from here the heartbeat leaves it alone: finish is the last word
+            try:
+                wrote = await self._db(functools.partial(self.store.finish, job.id, status, summary, error,
+                                                         artifact, owner=self.owner, generation=gen))
+            except Exception:
+                log.exception("writing the result of %s failed", job.id)
+                wrote = None  # unknown: it may have been written, so its files stay
+            if wrote is False:
+                log.warning("the result of job %s (generation %d) was refused: its lease was lost", job.id, gen)
+        if wrote:
+            if status == SUCCEEDED:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(artifacts.clear_older_runs, self.artifact_root, job.id, gen)
+        elif wrote is False:
+            with contextlib.suppress(Exception):  # a fenced run's files are never the job's artifact
+                await asyncio.to_thread(artifacts.delete, location)
+        self._lost.discard(job.id)
         self._running.pop(job.id, None)
         self._wake.set()
-        self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0})
-        if wrote and job.callback_url:
-            await self._callback(job.id, job.callback_url)
+        if wrote:
+            self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0})
+            if job.callback_url:
+                await self._callback(job.id, job.callback_url)
 
     async def _callback(self, job_id: str, url: str) -> None:
         job = await asyncio.to_thread(self.store.get, job_id)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CANCELLED", "FAILED", "FINAL_STATUSES", "QUEUED", "RUNNING", "STATUSES", "SUCCEEDED", "is_final"]
+__all__ = ["ATTEMPT_OUTCOMES", "CANCELLED", "FAILED", "FINAL_STATUSES", "HANDED_BACK", "LEASE_EXPIRED", "QUEUED",
+           "RUNNING", "STATUSES", "SUCCEEDED", "is_final"]
 
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
@@ -25,6 +26,13 @@ STATUSES: Final[tuple[str, ...]] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLE
 
 FINAL_STATUSES: Final[tuple[str, ...]] = (SUCCEEDED, FAILED, CANCELLED)
 """The statuses a job never leaves."""
+
+HANDED_BACK: Final = "handed_back"
+LEASE_EXPIRED: Final = "lease_expired"
+ATTEMPT_OUTCOMES: Final[tuple[str, ...]] = (RUNNING, SUCCEEDED, FAILED, CANCELLED, HANDED_BACK, LEASE_EXPIRED)
+"""How one run of a job (a row of ``job_attempts``) stands or ended: ``running``; the job's
+final status; ``handed_back`` (its server stopped cleanly and re-queued it); ``lease_expired``
+(its server stopped renewing the lease — died, paused, cut off — and another took over)."""
 
 
 def is_final(status: str) -> bool:

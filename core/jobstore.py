@@ -4,10 +4,23 @@ A job is written here before the service acknowledges it, and every state change
 through one of `JobStore`'s methods, each a single short transaction::
 
     queued ──claim_next──▶ running ──finish──▶ succeeded | failed | cancelled
-      │                      │  ▲
-      │ request_cancel       │  └── recover (process died; attempts < max) ──▶ queued
-      ▼                      ▼
+      │                      │  ▲  │
+      │ request_cancel       │  │  └── hand_back (clean shutdown; the attempt does not count) ──▶ queued
+      ▼                      ▼  └───── recover (lease expired; attempts < max) ──▶ queued
     cancelled        cancel_requested=True (the runner stops and calls finish(..., "cancelled"))
+
+**Leases.** A running job carries a lease: its ``owner`` (one server process), a
+``lease_expires_at`` and a ``lease_generation`` that every claim increments. The owner renews
+all its leases with `renew_leases` (its heartbeat); `recover` — run by every server, at start
+and then periodically — re-queues only jobs whose lease has expired (a dead, paused or
+partitioned owner), so several servers share one database without taking each other's live
+jobs. Progress, the final state and the history row of a run are written only while the
+writer still holds the lease: owner, generation and an unexpired lease are conditions of
+each statement (fencing), so a server that comes back after its lease expired finds its
+writes refused (False) and stops. Lease times come from the database's clock on PostgreSQL
+(``clock_timestamp()``), so servers on several machines need not agree on the time; on
+SQLite (one machine) from the process's clock. Every run is a row of ``job_attempts``
+(generation, owner, started, ended, outcome): the job's history.
 
 Guarantees, on both databases:
 
@@ -17,11 +30,13 @@ Guarantees, on both databases:
   re-reads).
 - **Each job claimed once.** ``claim_next`` takes the oldest queued job inside a transaction
   that locks it (PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED``; SQLite: ``BEGIN IMMEDIATE``)
-  and moves it with a conditional ``UPDATE … WHERE status = 'queued'``.
-- **Each result written once.** ``finish`` only changes a job that is still ``running``
-  (optionally: still owned by the caller) and reports whether it did.
-- **A restart loses nothing.** ``recover`` re-queues jobs left ``running`` by a dead process,
-  and fails those interrupted ``max_attempts`` times.
+  and moves it with a conditional ``UPDATE … WHERE status = 'queued'``, taking a lease.
+- **Each result written once, by the lease holder.** ``finish`` only changes a job that is
+  still ``running`` (with ``owner``/``generation``: still held by the caller under a live
+  lease) and reports whether it did.
+- **A restart loses nothing.** ``recover`` re-queues jobs whose lease expired, and fails those
+  lost ``max_attempts`` times; ``hand_back`` re-queues a stopping server's jobs at once.
+  ``attempts`` counts the runs that were lost or finished, not those handed back.
 
 The methods are synchronous and thread-safe (one `Engine`, a connection pool); an async
 caller runs them in a thread executor. They return `Job` snapshots: plain frozen
@@ -30,8 +45,9 @@ dataclasses, never ORM instances bound to a session.
 URLs: ``DATABASE_URL`` if set (``postgres://`` and ``postgresql://`` are normalised to
 ``postgresql+psycopg2://``), else ``sqlite:///<GPU_BACKTEST_DATA_DIR>/jobs.sqlite``. SQLite
 runs in WAL mode with a busy timeout. The schema is explicit (table, column, index and
-constraint names fixed by a naming convention) and its version is recorded in the
-``schema_version`` table, so a later migration tool can take over from `create_all`.
+constraint names fixed by a naming convention, core/dbtypes.py) and changes through versioned
+migrations (core/migrations/, Alembic), which `migrate` applies at start-up under a lock; each
+schema version is also recorded in the ``schema_version`` table.
 
 JSON columns hold plain JSON: NaN and ±infinity are stored as ``null``, numpy scalars as
 Python numbers, tuples as lists, timestamps as ISO strings (see `to_jsonable`, from core/jsonsafe.py).
@@ -43,50 +59,71 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     CheckConstraint,
     Connection,
-    DateTime,
     Engine,
     Float,
+    ForeignKey,
     Index,
     Integer,
+    Interval,
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
     func,
     insert,
+    literal,
+    not_,
+    or_,
     select,
+    text,
+    tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
+from .dbtypes import NAMING_CONVENTION, JsonDoc, UTCDateTime
 from .errors import ConfigError, GpuBacktestError
-from .jobstatus import CANCELLED, FAILED, FINAL_STATUSES, QUEUED, RUNNING, STATUSES, SUCCEEDED, is_final
+from .jobstatus import (
+    ATTEMPT_OUTCOMES,
+    CANCELLED,
+    FAILED,
+    FINAL_STATUSES,
+    HANDED_BACK,
+    LEASE_EXPIRED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    is_final,
+)
 from .jsonsafe import to_jsonable
 from .timeutil import utc_now
 
 __all__ = [
+    "DEFAULT_LEASE_S",
     "FINAL_STATUSES",
     "SCHEMA_VERSION",
     "STATUSES",
+    "Attempt",
     "IdempotencyConflict",
     "Job",
     "JobQueryError",
@@ -99,12 +136,22 @@ __all__ = [
     "to_jsonable",
 ]
 
-SCHEMA_VERSION = 1
-"""The schema this code writes. Bump it with every schema change (and add the migration)."""
+SCHEMA_VERSION = 2
+"""The schema this code writes: the head revision's ``schema_version`` (core/migrations/versions/).
+Bump it with every schema change, with the new revision file."""
+
+DEFAULT_LEASE_S = 30.0
+"""A lease's length when none is given (the server passes GPU_BACKTEST_LEASE_S)."""
+
+
 
 STAGE_MAX = 200
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _CLAIM_RETRIES = 20
+_MIGRATE_RETRIES = 5
+_PG_IDLE_IN_TRANSACTION_S = 10.0
+_PG_RECOVER_LOCK_TIMEOUT_MS = 2000
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- errors
@@ -168,37 +215,6 @@ def default_url(settings: Settings) -> str:
 # --------------------------------------------------------------------------- schema
 
 
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp stored as UTC and always read back timezone-aware (UTC), on every database."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-JsonDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
 class Base(DeclarativeBase):
     """Declarative base of the job store's tables (its ``metadata`` is the whole schema)."""
 
@@ -213,6 +229,7 @@ class JobRow(Base):
         CheckConstraint(f"status IN ({', '.join(repr(s) for s in STATUSES)})", name="status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="progress_range"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column("id", String(32), primary_key=True)
@@ -233,6 +250,30 @@ class JobRow(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column("started_at", UTCDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column("finished_at", UTCDateTime, nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column("updated_at", UTCDateTime, nullable=False)
+    # the lease of a running job (schema version 2): generation counts claims; the fencing token
+    lease_generation: Mapped[int] = mapped_column("lease_generation", Integer, nullable=False, default=0,
+                                                  server_default=text("0"))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column("lease_expires_at", UTCDateTime, nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column("heartbeat_at", UTCDateTime, nullable=True)
+
+
+class AttemptRow(Base):
+    """One run of a job (the ``job_attempts`` table): who ran it, when, and how it ended."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "generation"),
+        CheckConstraint(f"outcome IN ({', '.join(repr(s) for s in ATTEMPT_OUTCOMES)})", name="outcome"),
+    )
+
+    id: Mapped[int] = mapped_column("id", Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        nullable=False)
+    generation: Mapped[int] = mapped_column("generation", Integer, nullable=False)
+    owner: Mapped[str] = mapped_column("owner", String(255), nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column("started_at", UTCDateTime, nullable=False)
+    ended_at: Mapped[dt.datetime | None] = mapped_column("ended_at", UTCDateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column("outcome", String(16), nullable=False)
 
 
 class SchemaVersionRow(Base):
@@ -246,8 +287,10 @@ class SchemaVersionRow(Base):
 
 
 jobs_table = JobRow.__table__
+attempts_table = AttemptRow.__table__
 _version_table = SchemaVersionRow.__table__
 _c = jobs_table.c
+_a = attempts_table.c
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -275,6 +318,9 @@ class Job:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     updated_at: dt.datetime
+    lease_generation: int
+    lease_expires_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
 
     @property
     def is_final(self) -> bool:
@@ -295,11 +341,27 @@ class Job:
         return cls(**{f.name: m[f.name] for f in dataclasses.fields(cls)})
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One run of a job: its lease generation, the server that ran it, when, and how it ended
+    (``running``, ``succeeded``, ``failed``, ``cancelled``, ``handed_back``, ``lease_expired``)."""
+
+    generation: int
+    owner: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    outcome: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generation": self.generation, "owner": self.owner, "started_at": self.started_at.isoformat(),
+                "ended_at": None if self.ended_at is None else self.ended_at.isoformat(), "outcome": self.outcome}
+
+
 # --------------------------------------------------------------------------- the store
 
 
 class JobStore:
-    """Repository of jobs on one database. ``JobStore(url)``; call `create_all` once at start."""
+    """Repository of jobs on one database. ``JobStore(url)``; call `migrate` once at start."""
 
     def __init__(self, url: str, *, connect_args: Mapping[str, Any] | None = None, echo: bool = False) -> None:
         self.url = normalise_url(url)
@@ -317,6 +379,8 @@ class JobStore:
         self.engine: Engine = create_engine(self.url, connect_args=args, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        elif self.dialect == "postgresql":
+            _configure_postgresql(self.engine)
         # Writers on SQLite take the write lock at BEGIN (see _configure_sqlite); elsewhere a no-op option.
         self._write_engine: Engine = self.engine.execution_options(gbt_immediate=True)
 
@@ -352,31 +416,34 @@ class JobStore:
 
     # ---- schema
 
-    def create_all(self) -> int:
-        """Create the tables and indexes that are missing and record the schema version; returns it.
+    def migrate(self, *, apply: bool = True) -> int:
+        """Bring the schema to this code's version with the migrations (core/migrations/); returns it.
 
-        Safe to call from several processes at once. Raises ConfigError if the database was
-        written by a newer version of this code.
+        Safe to call from several processes at once (one migrates, under a lock; the others
+        wait and find it done). A database made by the old `create_all` is recognised as the
+        baseline. Raises ConfigError if the database was upgraded by a newer version of this
+        code, or (``apply=False``) if it needs an upgrade.
         """
-        with self._write() as conn:
-            if self.dialect == "postgresql":
-                # One creator at a time; the lock is released when this transaction ends.
-                conn.execute(select(func.pg_advisory_xact_lock(0x6762745F6A6F6273)))
-            Base.metadata.create_all(conn)
-            current = conn.execute(select(func.max(_version_table.c.version))).scalar()
-            if current is None:
-                conn.execute(insert(_version_table).values(version=SCHEMA_VERSION, applied_at=utc_now(),
-                                                           description="jobs table"))
-                current = SCHEMA_VERSION
-        if current > SCHEMA_VERSION:
-            raise ConfigError(
-                f"the job database has schema version {current}, newer than this code's {SCHEMA_VERSION}",
-                {"variable": "DATABASE_URL", "schema_version": current, "supported": SCHEMA_VERSION},
-            )
-        return int(current)
+        from .migrations import migrate
+
+        for attempt in range(_MIGRATE_RETRIES):
+            try:
+                return migrate(self._write_engine, apply=apply)
+            except OperationalError as exc:
+                # SQLite: servers opening a new database at once can meet "database is locked"
+                # without waiting (switching it to WAL); PostgreSQL: a connection that failed.
+                if attempt == _MIGRATE_RETRIES - 1:
+                    raise
+                log.warning("migrating the job database failed (%s); trying again", str(exc.orig).strip())
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def create_all(self) -> int:
+        """The schema at this code's version: `migrate` (the name of the pre-migration method)."""
+        return self.migrate()
 
     def schema_version(self) -> int | None:
-        """The schema version recorded in the database (None before `create_all`)."""
+        """The schema version recorded in the database (None before `migrate`)."""
         with self._read() as conn:
             return conn.execute(select(func.max(_version_table.c.version))).scalar()
 
@@ -403,7 +470,7 @@ class JobStore:
             "idempotency_key": idempotency_key, "progress": 0.0, "stage": QUEUED, "error": None, "summary": None,
             "artifact_path": None, "attempts": 0, "cancel_requested": False, "owner": None,
             "callback_url": callback_url, "created_at": now, "started_at": None, "finished_at": None,
-            "updated_at": now,
+            "updated_at": now, "lease_generation": 0, "lease_expires_at": None, "heartbeat_at": None,
         }
         try:
             with self._write() as conn:
@@ -468,10 +535,37 @@ class JobStore:
         counts.update({s: int(n) for s, n in rows})
         return counts
 
+    # ---- leases: the clock
+
+    def _now(self) -> Any:
+        """"Now" in a statement: the database's clock on PostgreSQL, this process's on SQLite."""
+        if self.dialect == "postgresql":
+            return func.clock_timestamp(type_=UTCDateTime())
+        return literal(utc_now(), UTCDateTime())
+
+    def _after(self, seconds: float) -> Any:
+        """"Now + seconds" in a statement (a lease's expiry), on the same clock as `_now`."""
+        if self.dialect == "postgresql":
+            return func.clock_timestamp(type_=UTCDateTime()) + literal(dt.timedelta(seconds=seconds), Interval())
+        return literal(utc_now() + dt.timedelta(seconds=seconds), UTCDateTime())
+
+    def _held(self, owner: str | None, generation: int | None) -> list[Any]:
+        """Conditions of a write by a lease holder: still its owner, same generation, lease not expired."""
+        where: list[Any] = []
+        if owner is not None:
+            where += [_c.owner == owner, _c.lease_expires_at > self._now()]
+        if generation is not None:
+            where.append(_c.lease_generation == generation)
+        return where
+
+    def _expired(self) -> Any:
+        return or_(_c.lease_expires_at.is_(None), _c.lease_expires_at <= self._now())
+
     # ---- running
 
-    def claim_next(self, owner: str) -> Job | None:
-        """Atomically take the oldest queued job for ``owner``: running, attempts + 1. None if none waits."""
+    def claim_next(self, owner: str, lease_s: float = DEFAULT_LEASE_S) -> Job | None:
+        """Atomically take the oldest queued job for ``owner`` with a lease of ``lease_s`` seconds:
+        running, attempts + 1, lease generation + 1, a ``job_attempts`` row. None if none waits."""
         for _ in range(_CLAIM_RETRIES):
             with self._write() as conn:
                 job_id = conn.execute(
@@ -485,23 +579,45 @@ class JobStore:
                     update(jobs_table).where(_c.id == job_id, _c.status == QUEUED).values(
                         status=RUNNING, owner=owner, started_at=now, updated_at=now, attempts=_c.attempts + 1,
                         progress=0.0, stage="starting", cancel_requested=False,
+                        lease_generation=_c.lease_generation + 1, lease_expires_at=self._after(lease_s),
+                        heartbeat_at=self._now(),
                     )
                 )
                 if res.rowcount == 1:
                     row = conn.execute(select(jobs_table).where(_c.id == job_id)).one()
+                    conn.execute(insert(attempts_table).values(job_id=job_id, generation=row.lease_generation,
+                                                               owner=owner, started_at=now, outcome=RUNNING))
                     return Job._from_row(row)
             # Someone else took it between our read and our update: look again.
         return None
 
-    def update_progress(self, job_id: str, progress: float, stage: str | None = None) -> bool:
-        """Record progress (clamped to 0–1) and stage of a running job; False if it is not running."""
+    def renew_leases(self, owner: str, held: Mapping[str, int], lease_s: float = DEFAULT_LEASE_S) -> set[str]:
+        """The heartbeat: extend by ``lease_s`` every lease of ``owner`` in ``held`` (job id →
+        generation) that has not expired, in one statement. Returns the ids renewed; a job of
+        ``held`` missing from them is lost to this owner (expired, re-queued, taken, finished)."""
+        if not held:
+            return set()
+        with self._write() as conn:
+            rows = conn.execute(
+                update(jobs_table).where(
+                    _c.status == RUNNING, _c.owner == owner, _c.lease_expires_at > self._now(),
+                    tuple_(_c.id, _c.lease_generation).in_([(k, int(v)) for k, v in held.items()]),
+                ).values(lease_expires_at=self._after(lease_s), heartbeat_at=self._now()).returning(_c.id)
+            ).all()
+        return {r.id for r in rows}
+
+    def update_progress(self, job_id: str, progress: float, stage: str | None = None, *, owner: str | None = None,
+                        generation: int | None = None) -> bool:
+        """Record progress (clamped to 0–1) and stage of a running job; False if it is not running
+        (or, with ``owner``/``generation``, no longer held by that lease: the write is refused)."""
         p = float(progress)
         p = 0.0 if not math.isfinite(p) else min(1.0, max(0.0, p))
         values: dict[str, Any] = {"progress": p, "updated_at": utc_now()}
         if stage is not None:
             values["stage"] = stage[:STAGE_MAX]
         with self._write() as conn:
-            res = conn.execute(update(jobs_table).where(_c.id == job_id, _c.status == RUNNING).values(**values))
+            res = conn.execute(update(jobs_table).where(_c.id == job_id, _c.status == RUNNING,
+                                                        *self._held(owner, generation)).values(**values))
         return res.rowcount == 1
 
     def request_cancel(self, job_id: str) -> Job | None:
@@ -531,12 +647,14 @@ class JobStore:
 
     def finish(self, job_id: str, status: str, summary: Mapping[str, Any] | None = None,
                error: Mapping[str, Any] | GpuBacktestError | None = None, artifact_path: str | None = None,
-               *, owner: str | None = None) -> bool:
+               *, owner: str | None = None, generation: int | None = None) -> bool:
         """Write the final state of a running job, once. False if it was not running (already finished).
 
         ``status`` is succeeded, failed or cancelled; ``error`` is ``{code, message, details}`` or a
-        GpuBacktestError. With ``owner``, only that owner's run may finish it (a process that lost
-        the job to `recover` cannot overwrite the new run).
+        GpuBacktestError. With ``owner`` (and ``generation``), only that lease's holder may finish
+        it, while its lease lasts: a process that lost the job (its lease expired, it was
+        re-queued or taken over) cannot overwrite the new run. The run's history row ends with
+        the same statement's transaction.
         """
         if status not in FINAL_STATUSES:
             raise ValueError(f"finish() needs a final status ({', '.join(FINAL_STATUSES)}), got {status!r}")
@@ -544,37 +662,72 @@ class JobStore:
         values: dict[str, Any] = {
             "status": status, "summary": to_jsonable(summary) if summary is not None else None,
             "error": _error_doc(error), "artifact_path": str(artifact_path) if artifact_path is not None else None,
-            "finished_at": now, "updated_at": now, "stage": status,
+            "finished_at": now, "updated_at": now, "stage": status, "lease_expires_at": None,
         }
         if status == SUCCEEDED:
             values["progress"] = 1.0
-        where = [_c.id == job_id, _c.status == RUNNING]
-        if owner is not None:
-            where.append(_c.owner == owner)
         with self._write() as conn:
-            res = conn.execute(update(jobs_table).where(*where).values(**values))
-        return res.rowcount == 1
+            res = conn.execute(update(jobs_table).where(_c.id == job_id, _c.status == RUNNING,
+                                                        *self._held(owner, generation)).values(**values))
+            if res.rowcount != 1:
+                return False
+            self._end_attempt(conn, job_id, generation, status, now)
+        return True
 
-    def recover(self, owner_alive: Callable[[str], bool] | None = None, max_attempts: int = 3) -> dict[str, int]:
-        """Handle jobs left running by dead processes; returns counts by what was done.
+    @staticmethod
+    def _end_attempt(conn: Connection, job_id: str, generation: int | None, outcome: str, now: dt.datetime) -> None:
+        where = [_a.job_id == job_id, _a.outcome == RUNNING]
+        if generation is not None:
+            where.append(_a.generation == generation)
+        conn.execute(update(attempts_table).where(*where).values(outcome=outcome, ended_at=now))
 
-        A running job is orphaned when ``owner_alive(owner)`` is false (default: every running job
-        is, as at the start of the only server). Orphans with a pending cancel become cancelled;
-        the others are re-queued (keeping their place: the oldest run first) while
-        ``attempts < max_attempts``, else failed with error code ``too_many_attempts``.
+    def hand_back(self, owner: str, held: Mapping[str, int]) -> dict[str, str]:
+        """A clean shutdown: give ``owner``'s running jobs of ``held`` (id → generation) back at
+        once, without waiting for their leases to expire. Each becomes queued (its attempt does
+        not count: ``attempts`` - 1), or cancelled if a cancel was asked. Returns id → new status."""
+        if not held:
+            return {}
+        pairs = [(k, int(v)) for k, v in held.items()]
+        now = utc_now()
+        out: dict[str, str] = {}
+        with self._write() as conn:
+            mine = [_c.status == RUNNING, _c.owner == owner, tuple_(_c.id, _c.lease_generation).in_(pairs)]
+            cancelled = conn.execute(
+                update(jobs_table).where(*mine, _c.cancel_requested.is_(True)).values(
+                    status=CANCELLED, stage=CANCELLED, finished_at=now, updated_at=now, lease_expires_at=None,
+                ).returning(_c.id, _c.lease_generation)).all()
+            requeued = conn.execute(
+                update(jobs_table).where(*mine, _c.cancel_requested.is_(False)).values(
+                    status=QUEUED, owner=None, progress=0.0, stage="requeued", started_at=None, updated_at=now,
+                    lease_expires_at=None, attempts=_c.attempts - 1,
+                ).returning(_c.id, _c.lease_generation)).all()
+            for rows, status, outcome in ((cancelled, CANCELLED, CANCELLED), (requeued, QUEUED, HANDED_BACK)):
+                for r in rows:
+                    self._end_attempt(conn, r.id, r.lease_generation, outcome, now)
+                    out[r.id] = status
+        return out
+
+    def recover(self, max_attempts: int = 3) -> dict[str, int]:
+        """Handle running jobs whose lease has expired (their server died, paused or lost the
+        database); returns counts by what was done.
+
+        Expired jobs with a pending cancel become cancelled; the others are re-queued (keeping
+        their place: the oldest run first) while ``attempts < max_attempts``, else failed with
+        error code ``too_many_attempts``. Each is one conditional statement (still running,
+        same generation, lease still expired), so servers recovering at once act once; jobs
+        under a live lease are counted as ``alive`` and left alone. A running job without a
+        lease (left by a server from before leases) counts as expired.
         Returns ``{"requeued", "failed", "cancelled", "alive"}``.
         """
         counts = {"requeued": 0, "failed": 0, "cancelled": 0, "alive": 0}
         with self._read() as conn:
-            rows = conn.execute(select(_c.id, _c.owner, _c.attempts, _c.cancel_requested)
-                                .where(_c.status == RUNNING)).all()
+            rows = conn.execute(select(_c.id, _c.owner, _c.attempts, _c.cancel_requested, _c.lease_generation)
+                                .where(_c.status == RUNNING, self._expired())).all()
+            counts["alive"] = int(conn.execute(select(func.count()).select_from(jobs_table).where(
+                _c.status == RUNNING, not_(self._expired()))).scalar_one())
         for r in rows:
-            if owner_alive is not None and r.owner is not None and owner_alive(r.owner):
-                counts["alive"] += 1
-                continue
             now = utc_now()
-            same = [_c.id == r.id, _c.status == RUNNING, _c.attempts == r.attempts,
-                    _c.owner.is_(None) if r.owner is None else _c.owner == r.owner]
+            same = [_c.id == r.id, _c.status == RUNNING, _c.lease_generation == r.lease_generation, self._expired()]
             if r.cancel_requested:
                 kind = "cancelled"
                 values: dict[str, Any] = {"status": CANCELLED, "stage": CANCELLED, "finished_at": now}
@@ -586,15 +739,29 @@ class JobStore:
                 kind = "failed"
                 values = {"status": FAILED, "stage": FAILED, "finished_at": now, "error": {
                     "code": "too_many_attempts",
-                    "message": f"the job was interrupted {r.attempts} times (its server process stopped "
-                               f"while running it); giving up after {max_attempts} attempts",
+                    "message": f"the job was lost {r.attempts} times (its server stopped renewing its lease: "
+                               f"it died, paused or lost the database); giving up after {max_attempts} attempts",
                     "details": {"attempts": r.attempts, "max_attempts": max_attempts, "last_owner": r.owner},
                 }}
-            with self._write() as conn:
-                res = conn.execute(update(jobs_table).where(*same).values(updated_at=now, **values))
-            if res.rowcount == 1:
-                counts[kind] += 1
+            try:
+                with self._write() as conn:
+                    if self.dialect == "postgresql":  # a row locked by a stalled session: skip it this round
+                        conn.execute(text(f"SET LOCAL lock_timeout = {_PG_RECOVER_LOCK_TIMEOUT_MS}"))
+                    res = conn.execute(update(jobs_table).where(*same).values(updated_at=now, lease_expires_at=None,
+                                                                               **values))
+                    if res.rowcount == 1:
+                        self._end_attempt(conn, r.id, r.lease_generation, LEASE_EXPIRED, now)
+                        counts[kind] += 1
+            except OperationalError:
+                log.info("recovering job %s: its row is locked; trying again later", r.id)
         return counts
+
+    def attempts_history(self, job_id: str) -> list[Attempt]:
+        """The runs of a job, oldest first (empty for a job never started)."""
+        with self._read() as conn:
+            rows = conn.execute(select(_a.generation, _a.owner, _a.started_at, _a.ended_at, _a.outcome)
+                                .where(_a.job_id == job_id).order_by(_a.generation)).all()
+        return [Attempt(r.generation, r.owner, r.started_at, r.ended_at, r.outcome) for r in rows]
 
     # ---- housekeeping
 
@@ -615,8 +782,24 @@ class JobStore:
             rows = conn.execute(select(jobs_table).where(_c.status.in_(statuses), when < cutoff)).all()
             jobs = [Job._from_row(r) for r in rows]
             if jobs:
-                conn.execute(delete(jobs_table).where(_c.id.in_([j.id for j in jobs]), _c.status.in_(statuses)))
+                ids = [j.id for j in jobs]
+                conn.execute(delete(attempts_table).where(_a.job_id.in_(ids)))  # SQLite enforces no cascade
+                conn.execute(delete(jobs_table).where(_c.id.in_(ids), _c.status.in_(statuses)))
         return jobs
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    """Every session ends a transaction left open for ``_PG_IDLE_IN_TRANSACTION_S`` (a server
+    paused or cut off between two statements), so its row locks never hold the others up."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SET idle_in_transaction_session_timeout = %s", (int(_PG_IDLE_IN_TRANSACTION_S * 1000),))
+        finally:
+            cur.close()
+        dbapi_conn.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -446,6 +446,13 @@ def open_input(uri: str | os.PathLike[str]) -> Any:
     return fs.open_input_file(root.path)
 
 
+def list_names(uri: str | os.PathLike[str]) -> list[str]:
+    """The names of the entries directly under a directory/prefix (missing: empty)."""
+    fs, root = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True, recursive=False))
+    return sorted(i.base_name for i in infos)
+
+
 def delete_tree(uri: str | os.PathLike[str]) -> None:
     """Remove a directory or prefix and everything under it, or one file (missing: no-op)."""
     fs, root = filesystem(uri)

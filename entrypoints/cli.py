@@ -1,4 +1,4 @@
-"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``serve``.
+"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``migrate``, ``serve``.
 
 Exit codes: 0 success, 2 a user error (bad spec, unknown strategy, unreadable data — the
 message on stderr names the field or file), 1 an unexpected internal error.
@@ -168,6 +168,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Upgrade the job database to this version's schema (what ``serve`` does at start-up)."""
+    from ..core.config import Settings
+    from ..core.jobstore import JobStore
+    from ..core.migrations import inspect_schema
+
+    with JobStore.from_settings(Settings.from_env()) as store:
+        if args.check:
+            with store.engine.connect() as conn:
+                state = inspect_schema(conn)
+            if state.newer:
+                print(f"newer: the database is at schema version {state.schema_version} "
+                      f"({', '.join(state.revisions)}), this code knows {state.code_version} ({state.head})")
+                return 1
+            if not state.current:
+                print(f"behind: the database is at schema version {state.schema_version} "
+                      f"({', '.join(state.revisions) or 'no migration history'}), this code needs "
+                      f"{state.code_version} ({state.head})")
+                return 1
+            print(f"current: schema version {state.schema_version} ({state.head})")
+            return 0
+        version = store.migrate()
+    print(f"the job database is at schema version {version}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-backtest", description="AlphaStrategyLab GPU Backtesting Server")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -214,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--raw", action="store_true", help="unadjusted prices")
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=cmd_data_fetch)
+
+    mg = sub.add_parser("migrate", help="upgrade the job database's schema (DATABASE_URL) to this version's")
+    mg.add_argument("--check", action="store_true",
+                    help="only report: exit 0 if the schema is current, 1 if it is behind or newer")
+    mg.set_defaults(func=cmd_migrate)
 
     sv = sub.add_parser("serve", help="start the HTTP server (GPU_SERVER_HOST:GPU_SERVER_PORT)")
     sv.add_argument("--dashboard", default=":8787", help="Dask dashboard address (default :8787)")

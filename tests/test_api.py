@@ -301,6 +301,9 @@ async def test_single_backtest_submit_poll_results(client: CheckedClient) -> Non
     assert doc["progress"] == 1.0 and doc["error"] is None and doc["attempts"] == 1
     assert doc["created_at"] <= doc["started_at"] <= doc["finished_at"]
     assert doc["spec"]["strategy"] == "sma_crossover" and doc["spec"]["symbols"] == ["SYN001"]
+    (run,) = doc["attempts_history"]  # one run, by this server, under lease generation 1
+    assert run["generation"] == 1 and run["outcome"] == "succeeded" and run["owner"] == client.app[K.JOBS].owner
+    assert doc["started_at"] == run["started_at"] and run["ended_at"] >= run["started_at"]
 
     summary = doc["summary"]
     info = summary["info"]
@@ -485,22 +488,26 @@ async def test_concurrent_submissions(make_client: MakeClient) -> None:
     assert (await ok_json(await client.get("/backtest?limit=500")))["total"] == 7
 
 
-async def test_restart_requeues_running_job(make_client: MakeClient) -> None:
-    """A job running when its server stops stays ``running`` in the database; the next start
-    re-queues it and runs it again (attempts 2)."""
+async def test_restart_hands_running_job_back(make_client: MakeClient) -> None:
+    """A job still running when its server stops (past the shutdown grace) is handed back to the
+    queue at once; the next start runs it, and the handed-back run does not count as an attempt."""
     env = {"MAX_CONCURRENT_JOBS": "1", "GPU_BACKTEST_CPU_MEMORY_LIMIT": "64KiB"}
     first = await make_client(grace=0.2, **env)
+    first_owner = first.app[K.JOBS].owner
     jid = (await submit(first, SLOW))["job_id"]
     await wait_job(first, jid, lambda d: d["status"] == "running" and d["progress"] > 0)
-    await first.close()  # shutdown, 0.2 s grace: the job is interrupted and left running for recovery
+    await first.close()  # shutdown, 0.2 s grace: the job is interrupted and handed back
     left = await asyncio.to_thread(_job_row, first.app[K.SETTINGS], jid)
-    assert (left.status, left.attempts, left.finished_at) == ("running", 1, None)
+    assert (left.status, left.attempts, left.owner, left.lease_expires_at) == ("queued", 0, None, None)
     second = await make_client(**env)
-    doc = await wait_job(second, jid, lambda d: d["attempts"] == 2 and d["progress"] > 0)
-    assert doc["status"] == "running"
+    doc = await wait_job(second, jid, lambda d: d["status"] == "running" and d["progress"] > 0)
+    assert doc["attempts"] == 1
+    assert [(a["generation"], a["owner"], a["outcome"]) for a in doc["attempts_history"]] == [
+        (1, first_owner, "handed_back"), (2, second.app[K.JOBS].owner, "running")]
     await ok_json(await second.delete(f"/backtest/{jid}"))
     doc = await wait_job(second, jid, timeout=20)
-    assert (doc["status"], doc["attempts"]) == ("cancelled", 2)
+    assert (doc["status"], doc["attempts"]) == ("cancelled", 1)
+    assert [a["outcome"] for a in doc["attempts_history"]] == ["handed_back", "cancelled"]
 
 
 async def test_callback_is_signed(make_client: MakeClient, aiohttp_server: Any) -> None:

@@ -13,6 +13,7 @@ def test_seed_defaults() -> None:
     assert s.database_url is None and s.gpu_device == 0 and s.max_concurrent_jobs == 10
     assert s.gpu_memory_limit == 0.9 and s.api_key_required is False and s.api_key is None
     assert s.tiingo_api_key is None
+    assert (s.lease_s, s.heartbeat_s, s.max_attempts, s.shutdown_grace_s, s.auto_migrate) == (30.0, 10.0, 3, 30.0, True)
 
 
 def test_parsing() -> None:
@@ -33,6 +34,12 @@ def test_parsing() -> None:
         ({"API_KEY_REQUIRED": "true"}, "GPU_SERVER_API_KEY"),
         ({"GPU_BACKTEST_BACKEND": "tpu"}, "GPU_BACKTEST_BACKEND"),
         ({"GPU_BACKTEST_CPU_MEMORY_LIMIT": "lots"}, "GPU_BACKTEST_CPU_MEMORY_LIMIT"),
+        ({"GPU_BACKTEST_LEASE_S": "0"}, "GPU_BACKTEST_LEASE_S"),
+        ({"GPU_BACKTEST_LEASE_S": "soon"}, "GPU_BACKTEST_LEASE_S"),
+        ({"GPU_BACKTEST_HEARTBEAT_S": "30"}, "GPU_BACKTEST_HEARTBEAT_S"),  # not shorter than the lease
+        ({"GPU_BACKTEST_LEASE_S": "5", "GPU_BACKTEST_HEARTBEAT_S": "6"}, "GPU_BACKTEST_HEARTBEAT_S"),
+        ({"GPU_BACKTEST_MAX_ATTEMPTS": "0"}, "GPU_BACKTEST_MAX_ATTEMPTS"),
+        ({"GPU_BACKTEST_AUTO_MIGRATE": "sometimes"}, "GPU_BACKTEST_AUTO_MIGRATE"),
     ],
 )
 def test_invalid_values_name_the_variable(env, var) -> None:

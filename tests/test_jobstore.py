@@ -108,7 +108,7 @@ def test_schema_is_created_once_and_versioned(store: JobStore) -> None:
     assert store.create_all() == SCHEMA_VERSION  # idempotent
     assert store.schema_version() == SCHEMA_VERSION
     insp = inspect(store.engine)
-    assert {"jobs", "schema_version"} <= set(insp.get_table_names())
+    assert {"jobs", "schema_version", "job_attempts", "alembic_version"} <= set(insp.get_table_names())
     assert "ix_jobs_status_created_at" in {ix["name"] for ix in insp.get_indexes("jobs")}
     columns = {c["name"] for c in insp.get_columns("jobs")}
     assert columns == {f.name for f in Job.__dataclass_fields__.values()}
@@ -293,13 +293,13 @@ def test_finish_failed_records_error(store: JobStore) -> None:
 def test_recover_requeues_then_fails_after_max_attempts(store: JobStore) -> None:
     job = _submit(store, 1)[0]
     for attempt in (1, 2):
-        claimed = store.claim_next(f"dead-{attempt}")
+        claimed = store.claim_next(f"dead-{attempt}", lease_s=0)  # a lease that has already expired
         assert claimed is not None and claimed.id == job.id and claimed.attempts == attempt
         assert store.recover(max_attempts=3) == {"requeued": 1, "failed": 0, "cancelled": 0, "alive": 0}
         back = store.get(job.id)
         assert back is not None and back.status == "queued" and back.owner is None and back.progress == 0.0
         assert back.attempts == attempt
-    store.claim_next("dead-3")
+    store.claim_next("dead-3", lease_s=0)
     assert store.recover(max_attempts=3) == {"requeued": 0, "failed": 1, "cancelled": 0, "alive": 0}
     failed = store.get(job.id)
     assert failed is not None and failed.status == "failed" and failed.finished_at is not None
@@ -308,13 +308,13 @@ def test_recover_requeues_then_fails_after_max_attempts(store: JobStore) -> None
     assert store.recover() == {"requeued": 0, "failed": 0, "cancelled": 0, "alive": 0}
 
 
-def test_recover_spares_live_owners_and_honours_cancel(store: JobStore) -> None:
+def test_recover_spares_live_leases_and_honours_cancel(store: JobStore) -> None:
     old, live, cancelling = _submit(store, 3)
-    store.claim_next("dead")
-    store.claim_next("alive")
-    store.claim_next("dead")
+    store.claim_next("dead", lease_s=0)
+    store.claim_next("alive", lease_s=60)
+    store.claim_next("dead", lease_s=0)
     store.request_cancel(cancelling.id)
-    counts = store.recover(owner_alive=lambda owner: owner == "alive")
+    counts = store.recover()
     assert counts == {"requeued": 1, "failed": 0, "cancelled": 1, "alive": 1}
     assert store.get(live.id).status == "running"  # type: ignore[union-attr]
     assert store.get(cancelling.id).status == "cancelled"  # type: ignore[union-attr]

@@ -1,7 +1,8 @@
 """A server killed mid-job (SIGKILL to its whole process group, Dask workers included) and
 started again on the same data directory and job database loses no job and writes no result
-twice: the interrupted job is re-run (attempts == 2), the queued ones run once, and every
-succeeded job has exactly one artifact whose content matches its summary.
+twice: once the dead server's lease has expired, the interrupted job is re-run (attempts == 2),
+the queued ones run once, and every succeeded job has exactly one artifact (the location of
+the run that finished it) whose content matches its summary.
 
 Both job stores: SQLite (the default, in the data directory) and PostgreSQL
 (``TEST_DATABASE_URL`` or ``postgresql+psycopg2://postgres@127.0.0.1:5432/test``, in a fresh
@@ -29,7 +30,8 @@ from pg_schema import fresh_pg_schema
 from test_client import ServerProcess
 
 # one column per chunk (2,608 bars × 48 B > 64 KiB): a 270-column sweep is 270 Dask tasks, a few seconds
-ENV = {"MAX_CONCURRENT_JOBS": "1", "GPU_BACKTEST_CPU_MEMORY_LIMIT": "64KiB"}
+ENV = {"MAX_CONCURRENT_JOBS": "1", "GPU_BACKTEST_CPU_MEMORY_LIMIT": "64KiB",
+       "GPU_BACKTEST_LEASE_S": "4", "GPU_BACKTEST_HEARTBEAT_S": "0.5"}  # the dead server's lease: 4 s
 SWEEP = {"fast": {"start": 5, "stop": 50, "step": 5}, "slow": {"start": 20, "stop": 200, "step": 20}}  # 90 combos
 SPECS = [
     {"strategy": "sma_crossover", "source": "synthetic", "symbols": ["SYN000", "SYN001", "SYN002"], "params": SWEEP},
@@ -69,10 +71,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _check_artifact(job: dict[str, Any], artifacts: Path) -> None:
-    """The artifact is the job's pieces + manifest and agrees with its summary (size, ranking, metrics)."""
+    """The artifact is the pieces + manifest of the job's last run (nothing of an earlier run is
+    left) and agrees with its summary (size, ranking, metrics)."""
     from gpu_backtest.core.artifacts import Artifact
 
-    path = artifacts / job["job_id"]
+    runs = sorted(p.name for p in (artifacts / job["job_id"]).iterdir())
+    assert runs == [f"g{job['attempts_history'][-1]['generation']}"], runs
+    path = artifacts / job["job_id"] / runs[0]
     assert (path / "manifest.json").is_file()
     assert sorted(p.name for p in path.iterdir() if not p.name.startswith("part-")) == ["manifest.json"]
     table = Artifact.open(str(path)).read_all()
@@ -123,6 +128,8 @@ def _restart_scenario(tmp_path: Path, env: dict[str, str]) -> None:
         assert final[victim]["attempts"] == 2
         assert pd.Timestamp(final[victim]["started_at"]).timestamp() >= killed_at  # its run is the second one
         assert [final[i]["attempts"] for i in ids[1:]] == [1] * (len(ids) - 1)
+        history = [(a["generation"], a["owner"].split(":")[1], a["outcome"]) for a in final[victim]["attempts_history"]]
+        assert history == [(1, str(first.proc.pid), "lease_expired"), (2, str(second.proc.pid), "succeeded")]
         artifacts = data / "artifacts"
         files = sorted(p.name for p in artifacts.iterdir())
         assert files == sorted(ids), files  # one result each, no leftovers

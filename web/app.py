@@ -1,14 +1,16 @@
 """The aiohttp application: `create_app(settings)` with its start-up/clean-up contexts and routes.
 
-Start-up order: plugin manager → job store (tables created, dead processes' jobs recovered)
+Start-up order: plugin manager → job store (schema migrated under a lock, expired leases' jobs recovered)
 → market-data service → Dask cluster → engine → job manager. Clean-up runs in reverse:
-stop accepting jobs, let running ones finish (or leave them for the next start to re-queue),
-close the cluster, close the database.
+stop accepting jobs, let running ones finish within the grace period and hand the others
+back to the queue (another server, or the next start, runs them), close the cluster, close
+the database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -45,9 +47,11 @@ def listens_beyond_loopback(host: str) -> bool:
 
 def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
                cluster_processes: bool = True, dashboard_address: str | None = ":8787",
-               shutdown_grace_s: float = 30.0) -> web.Application:
+               shutdown_grace_s: float | None = None) -> web.Application:
     """The application. ``cluster``: True starts/connects a Dask cluster (cluster/dask.py),
-    False runs chunks in the server process, or pass a started `ClusterHandle`."""
+    False runs chunks in the server process, or pass a started `ClusterHandle`.
+    ``shutdown_grace_s``: how long shutdown lets running jobs finish before handing them back
+    (default GPU_BACKTEST_SHUTDOWN_GRACE_S)."""
     settings = settings or Settings.from_env()
     metrics = ServiceMetrics()
     app = web.Application(
@@ -63,7 +67,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         pm = build_plugin_manager()
         app[K.PM] = pm
         store = JobStore.from_settings(settings)
-        await asyncio.to_thread(store.create_all)
+        await asyncio.to_thread(functools.partial(store.migrate, apply=settings.auto_migrate))
         app[K.STORE] = store
         registry = PluginRegistry(pm)
         data = MarketDataService(settings, registry)
@@ -99,7 +103,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
             log.warning("listening on %s with API_KEY_REQUIRED off: anyone who can reach the port can run jobs",
                         settings.host)
         yield
-        await jobs.shutdown(shutdown_grace_s)
+        await jobs.shutdown(settings.shutdown_grace_s if shutdown_grace_s is None else shutdown_grace_s)
         if handle is not None and cluster is True:
             await asyncio.to_thread(handle.close)
         await asyncio.to_thread(store.close)

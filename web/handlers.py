@@ -100,7 +100,7 @@ def _job_links(job_id: str) -> dict[str, str]:
     return {"self": f"/backtest/{job_id}", "results": f"/backtest/{job_id}/results"}
 
 
-def _job_doc(job: Any, full: bool = True) -> dict[str, Any]:
+def _job_doc(job: Any, full: bool = True, history: list[Any] | None = None) -> dict[str, Any]:
     d = job.to_dict()
     doc = {k: d.get(k) for k in ("id", "status", "progress", "stage", "error", "attempts", "created_at",
                                    "started_at", "finished_at")}
@@ -108,6 +108,8 @@ def _job_doc(job: Any, full: bool = True) -> dict[str, Any]:
     if full:
         doc["spec"] = d.get("spec")
         doc["summary"] = d.get("summary")
+    if history is not None:
+        doc["attempts_history"] = [a.to_dict() for a in history]
     doc["links"] = _job_links(doc["job_id"])
     return doc
 
@@ -157,8 +159,11 @@ async def list_backtests(request: web.Request) -> web.Response:
 
 
 async def get_backtest(request: web.Request) -> web.Response:
-    """GET /backtest/{job_id}: status, progress, timings, error, and the summary when done."""
-    return web.json_response(_job_doc(await _job(request)))
+    """GET /backtest/{job_id}: status, progress, timings, error, the summary when done, and the
+    history of its runs (``attempts_history``: generation, owner, started, ended, outcome)."""
+    job = await _job(request)
+    history = await asyncio.to_thread(request.app[K.STORE].attempts_history, job.id)
+    return web.json_response(_job_doc(job, history=history))
 
 
 async def cancel_backtest(request: web.Request) -> web.Response:

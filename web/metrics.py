@@ -33,6 +33,12 @@ class ServiceMetrics:
                                       ["state"], registry=self.registry,
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900))
         self.submitted = Counter("gpu_backtest_jobs_submitted_total", "jobs submitted", registry=self.registry)
+        self.leases_lost = Counter("gpu_backtest_job_leases_lost_total",
+                                   "running jobs this process stopped because it lost their lease",
+                                   registry=self.registry)
+        self.handed_back = Counter("gpu_backtest_jobs_handed_back_total",
+                                   "running jobs this process handed back to the queue at shutdown",
+                                   registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -43,6 +49,10 @@ class ServiceMetrics:
             self.submitted.inc()
         elif name == "finished":
             self.job_duration.labels(data["status"]).observe(data["duration_s"])
+        elif name == "lease_lost":
+            self.leases_lost.inc()
+        elif name == "handed_back":
+            self.handed_back.inc(data["jobs"])
 
     def render(self, counts: dict[str, int], running_here: int) -> bytes:
         for s in STATES:

@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from .. import __version__
-from ..core.jobstatus import STATUSES
+from ..core.jobstatus import ATTEMPT_OUTCOMES, STATUSES
 from ..core.spec import BacktestSpec
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -34,7 +34,12 @@ def openapi_document() -> dict[str, Any]:
         "job_id": {"type": "string"}, "status": {"enum": list(STATUSES)},
         "progress": {"type": "number"}, "stage": {"type": ["string", "null"]}, "error": {},
         "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
-        "finished_at": {"type": ["string", "null"]}, "summary": {}, "links": {"type": "object"}}}
+        "finished_at": {"type": ["string", "null"]}, "summary": {}, "links": {"type": "object"},
+        "attempts": {"type": "integer"},
+        "attempts_history": {"type": "array", "items": {"type": "object", "properties": {
+            "generation": {"type": "integer"}, "owner": {"type": "string"}, "started_at": {"type": "string"},
+            "ended_at": {"type": ["string", "null"]},
+            "outcome": {"enum": list(ATTEMPT_OUTCOMES)}}}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "gpu_backtest — AlphaStrategyLab GPU Backtesting Server", "version": __version__},
