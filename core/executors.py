@@ -9,7 +9,7 @@
    that load only that symbol.
 
 On a cluster the server sends each task only its partition's slice of the plan; the calendar
-is scattered once and moves worker to worker; bars are read by the workers from the store,
+is computed once on a worker and moves worker to worker; bars are read by the workers from the store,
 so neither the server nor the scheduler carries market data or the result table. A worker
 lost mid-task: the scheduler reruns its tasks elsewhere (pieces are rewritten atomically with
 the same content); a task that raises is retried ``retries`` times, then its own error fails
@@ -82,9 +82,14 @@ class Executor(Protocol):
 
 
 def _calendar(plan: RunPlan, ns: np.ndarray) -> Calendar:
+    return _calendar_of(plan.spec.get("metrics", {}).get("periods_per_year"), ns)
+
+
+def _calendar_of(periods_per_year: float | None, ns: np.ndarray) -> Calendar:
+    """The run's calendar from the union of its timestamps; SpecError when there is no bar."""
     if len(ns) == 0:
         raise SpecError("start", "no bars in the requested date range")
-    return Calendar.build(ns, plan.spec.get("metrics", {}).get("periods_per_year"))
+    return Calendar.build(ns, periods_per_year)
 
 
 def _winners(plan: RunPlan, top: pd.DataFrame, top_k: int) -> dict[int, list[int]]:
@@ -231,17 +236,20 @@ class DaskExecutor:
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution:
         t0 = time.perf_counter()
         rank_by = plan.spec["output"]["rank_by"]
-        loader = self.client.scatter(self.loader, hash=False) if self.loader is not None else None
+        # in-memory bars cannot be recomputed: a replica on every worker, so losing one loses nothing
+        loader = self.client.scatter(self.loader, hash=False, broadcast=True) if self.loader is not None else None
         tasks = [plan.task(p) for p in plan.partitions]
         cal_parts = [self._submit(calendar_stage, t, loader) for t in tasks]
         cal_f = self._tree(union_calendars, cal_parts)
-        self._wait([cal_f], cancel)
-        cal = _calendar(plan, cal_f.result())
+        # the Calendar as a computed future (not scattered data): if the worker holding it is
+        # lost, the scheduler recomputes it from its lineage instead of losing the run
+        cal_d = self._submit(_calendar_of, plan.spec.get("metrics", {}).get("periods_per_year"), cal_f)
+        self._wait([cal_d], cancel)
+        cal = cal_d.result()
         del cal_parts, cal_f
         if progress:
             progress(0.05, "calendar")
         t1 = time.perf_counter()
-        cal_d = self.client.scatter(cal, hash=False)
         from distributed import Event
 
         event_name = f"gpu-backtest-cancel-{uuid.uuid4().hex}"
