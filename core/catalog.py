@@ -2,8 +2,9 @@
 
 The table ``market_catalog`` lives in the job database (`core.jobstore.default_url`:
 ``DATABASE_URL``, else ``<data dir>/jobs.sqlite``), so every server and command sees one
-catalog and nothing opens SQLite on a shared market-data path. It has its own `MetaData`:
-`Catalog` creates this table only (``CREATE TABLE IF NOT EXISTS``), on SQLite and PostgreSQL.
+catalog and nothing opens SQLite on a shared market-data path. It is part of the job
+database's schema (migration 0003, `core/migrations/`): `Catalog` brings the database to this
+code's schema on construction, under the migrations' lock, on SQLite and PostgreSQL.
 
 Columns: ``source``, ``frequency``, ``symbol`` (the primary key, in that order: listings by
 source and frequency read the index in order), ``first_ns`` / ``last_ns`` (UTC nanoseconds of
@@ -23,7 +24,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Engine,
-    MetaData,
     String,
     Table,
     and_,
@@ -36,11 +36,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from .jobstore import NAMING_CONVENTION, _configure_sqlite, normalise_url
+from .jobstore import Base, _configure_sqlite, migrate_engine, normalise_url
 
 __all__ = ["Catalog", "CatalogEntry", "market_catalog", "metadata"]
 
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = Base.metadata  # one schema with the jobs tables: migrated by core/migrations (revision 0003)
 
 market_catalog = Table(
     "market_catalog",
@@ -56,7 +56,6 @@ market_catalog = Table(
 _c = market_catalog.c
 _KEY = ("source", "frequency", "symbol")
 _SQLITE_BUSY_TIMEOUT_S = 30.0
-_PG_LOCK = 0x6762745F6D6B7463  # pg_advisory_xact_lock key while creating the table ("gbt_mktc")
 _IN_CHUNK = 500  # symbols per IN (...) list
 
 
@@ -127,11 +126,9 @@ class Catalog:
             self.engine.dispose()
 
     def create(self) -> None:
-        """Create ``market_catalog`` if it is missing (safe from several processes at once)."""
-        with self._write_engine.begin() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK)))
-            metadata.create_all(conn, tables=[market_catalog])
+        """Bring the database to this code's schema with the migrations (the catalog is revision
+        0003; safe from several processes at once: one migrates under a lock)."""
+        migrate_engine(self._write_engine)
 
     # -- writing --------------------------------------------------------------------------------
     def put(self, entry: CatalogEntry) -> None:

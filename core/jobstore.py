@@ -136,7 +136,7 @@ __all__ = [
     "to_jsonable",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes: the head revision's ``schema_version`` (core/migrations/versions/).
 Bump it with every schema change, with the new revision file."""
 
@@ -424,19 +424,7 @@ class JobStore:
         baseline. Raises ConfigError if the database was upgraded by a newer version of this
         code, or (``apply=False``) if it needs an upgrade.
         """
-        from .migrations import migrate
-
-        for attempt in range(_MIGRATE_RETRIES):
-            try:
-                return migrate(self._write_engine, apply=apply)
-            except OperationalError as exc:
-                # SQLite: servers opening a new database at once can meet "database is locked"
-                # without waiting (switching it to WAL); PostgreSQL: a connection that failed.
-                if attempt == _MIGRATE_RETRIES - 1:
-                    raise
-                log.warning("migrating the job database failed (%s); trying again", str(exc.orig).strip())
-                time.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return migrate_engine(self._write_engine, apply=apply)
 
     def create_all(self) -> int:
         """The schema at this code's version: `migrate` (the name of the pre-migration method)."""
@@ -800,6 +788,24 @@ def _configure_postgresql(engine: Engine) -> None:
         finally:
             cur.close()
         dbapi_conn.commit()
+
+
+def migrate_engine(write_engine: Engine, *, apply: bool = True) -> int:
+    """`JobStore.migrate` on an engine (also what the market-data catalog calls): the migrations
+    under their lock, retried when a new SQLite file is briefly locked by another opener."""
+    from .migrations import migrate
+
+    for attempt in range(_MIGRATE_RETRIES):
+        try:
+            return migrate(write_engine, apply=apply)
+        except OperationalError as exc:
+            # SQLite: servers opening a new database at once can meet "database is locked"
+            # without waiting (switching it to WAL); PostgreSQL: a connection that failed.
+            if attempt == _MIGRATE_RETRIES - 1:
+                raise
+            log.warning("migrating the job database failed (%s); trying again", str(exc.orig).strip())
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _configure_sqlite(engine: Engine) -> None:

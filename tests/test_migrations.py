@@ -347,3 +347,31 @@ def test_the_older_code_makes_the_baseline_and_refuses_the_upgraded_database(mak
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"error: the job database has schema version {SCHEMA_VERSION}, newer than this code's 1" in out.stderr, \
         out.stderr[-2000:]
+
+
+def test_a_catalog_made_before_its_revision_is_kept_by_the_upgrade(make_url: MakeUrl) -> None:
+    """Schema version 2 with ``market_catalog`` created by the catalog itself (as servers before
+    revision 0003 did): the upgrade keeps the table and its rows, and the schema equals the models."""
+    from gpu_backtest.core.catalog import Catalog
+
+    url = make_url()
+    store = JobStore(url)
+    try:
+        migrate(store._write_engine, target="0002")
+        with store._write_engine.begin() as conn:
+            conn.execute(text("CREATE TABLE market_catalog (source VARCHAR(32) NOT NULL, frequency VARCHAR(16) "
+                              "NOT NULL, symbol VARCHAR(32) NOT NULL, first_ns BIGINT NOT NULL, last_ns BIGINT "
+                              "NOT NULL, rows BIGINT NOT NULL, updated_ns BIGINT NOT NULL, CONSTRAINT "
+                              "pk_market_catalog PRIMARY KEY (source, frequency, symbol))"))
+            conn.execute(text("INSERT INTO market_catalog VALUES ('upload', '1d', 'AAA', 1, 2, 3, 4)"))
+        assert store.migrate() == SCHEMA_VERSION
+    finally:
+        store.close()
+    assert _versions(url) == ([head_revision()], list(range(1, SCHEMA_VERSION + 1)))
+    assert _model_diff(url) == []
+    cat = Catalog(url)
+    try:
+        entry = cat.get("upload", "AAA", "1d")
+    finally:
+        cat.close()
+    assert entry is not None and (entry.symbol, entry.rows, int(entry.last.value)) == ("AAA", 3, 2)

@@ -69,6 +69,7 @@ _version_table = table("schema_version", column("version", Integer), column("app
 
 def target_metadata() -> MetaData:
     """The models' metadata (what autogenerate and the schema tests compare the database with)."""
+    from .. import catalog  # noqa: F401 - registers market_catalog on the same metadata
     from ..jobstore import Base
 
     return Base.metadata
