@@ -12,11 +12,11 @@ import json
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, inspect, text
+from sqlalchemy import inspect, text
 
 from gpu_backtest.core.config import ConfigError, Settings
 from gpu_backtest.core.errors import DataError
@@ -28,13 +28,11 @@ from gpu_backtest.core.jobstore import (
     JobQueryError,
     JobStore,
     default_url,
-    jobs_table,
     normalise_url,
     request_hash,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_schema import fresh_pg_schema
 
 SPEC = {"strategy": "sma_cross", "symbols": ["AAA"], "params": {"fast": [5, 10], "slow": 50}}
 
@@ -44,40 +42,6 @@ StoreFactory = Callable[[], JobStore]
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def pg_schema() -> Iterator[tuple[str, str]]:
-    """(url, schema): a fresh schema on the test PostgreSQL server for this session."""
-    with fresh_pg_schema("gbt_test") as pg:
-        yield pg.base_url, pg.schema
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """A factory of JobStores on one fresh database (several stores stand for several processes)."""
-    if request.param == "sqlite":
-        url, connect_args = f"sqlite:///{tmp_path / 'jobs.sqlite'}", {}
-    else:
-        url, schema = request.getfixturevalue("pg_schema")
-        connect_args = {"options": f"-csearch_path={schema}"}
-    stores: list[JobStore] = []
-
-    def factory() -> JobStore:
-        store = JobStore(url, connect_args=connect_args)
-        stores.append(store)
-        return store
-
-    first = factory()
-    first.create_all()
-    with first.engine.begin() as conn:  # PostgreSQL: the session's schema outlives one test
-        conn.execute(delete(jobs_table))
-    yield factory
-    for store in stores:
-        store.close()
-
-
-@pytest.fixture
-def store(make_store: StoreFactory) -> JobStore:
-    return make_store()
 
 
 def _submit(store: JobStore, n: int, **kw: object) -> list[Job]:

@@ -12,13 +12,13 @@ import datetime as dt
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import update
 
 from gpu_backtest.core import artifacts
 from gpu_backtest.core.config import Settings
@@ -27,45 +27,11 @@ from gpu_backtest.core.jobs import JobManager
 from gpu_backtest.core.jobstore import Job, JobStore, jobs_table, request_hash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_schema import fresh_pg_schema
 
 SPEC = {"strategy": "sma_crossover", "symbols": ["SYN001"], "params": {"fast": 10, "slow": 50}}
 StoreFactory = Callable[[], JobStore]
 
 
-@pytest.fixture(scope="module")
-def pg_schema() -> Iterator[tuple[str, str]]:
-    with fresh_pg_schema("gbt_lease") as pg:
-        yield pg.base_url, pg.schema
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """JobStores on one fresh database (one per "server")."""
-    if request.param == "sqlite":
-        url, connect_args = f"sqlite:///{tmp_path / 'jobs.sqlite'}", {}
-    else:
-        url, schema = request.getfixturevalue("pg_schema")
-        connect_args = {"options": f"-csearch_path={schema}"}
-    stores: list[JobStore] = []
-
-    def factory() -> JobStore:
-        store = JobStore(url, connect_args=connect_args)
-        stores.append(store)
-        return store
-
-    first = factory()
-    first.migrate()
-    with first.engine.begin() as conn:
-        conn.execute(delete(jobs_table))
-    yield factory
-    for s in stores:
-        s.close()
-
-
-@pytest.fixture
-def store(make_store: StoreFactory) -> JobStore:
-    return make_store()
 
 
 def _submit(store: JobStore, n: int = 1) -> list[Job]:
