@@ -93,4 +93,5 @@ def start_cluster(settings: Settings, processes: bool = True, dashboard_address:
 
 def executor(handle: ClusterHandle, settings: Settings) -> DaskExecutor:
     """The executor that runs a job's stages on this cluster."""
-    return DaskExecutor(handle.client, worker_context, retries=settings.task_retries)
+    return DaskExecutor(handle.client, worker_context, retries=settings.task_retries,
+                        stall_timeout_s=settings.task_timeout_s)

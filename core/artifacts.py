@@ -5,6 +5,7 @@ Layout of one job's artifact (a directory or a bucket prefix)::
     <artifact root>/<job id>/g<N>/part-00000.parquet   one piece per partition, rows in rank order
                                   part-00001.parquet
                                   manifest.json        rank_by, columns, piece names, row total
+                                  details.json         the top-k columns' equity curves and trades
 
 ``g<N>`` is the run's lease generation (core/jobstore.py): each run of a job writes under its
 own location, and the job's ``artifact_path`` names the one of the run that finished it, so a
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,10 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import storage
+from .jsonsafe import to_jsonable
 from .metrics import metric_direction
 from .ranking import rank_sorted
 
 MANIFEST = "manifest.json"
+DETAILS = "details.json"
 PIECE_FMT = "part-{:05d}.parquet"
 
 
@@ -218,6 +222,23 @@ def _merge(pieces: list[str], rank_by: str, batch_rows: int, columns: list[str] 
                 yield merged.slice(s0, batch_rows).to_pandas()
         for i in live:
             refill(i)
+
+
+def write_details(artifact: str, details: list[dict[str, Any]]) -> None:
+    """Store the top-k columns' equity curves and trades beside the table (JSON, written atomically;
+    non-finite numbers as null). They are not part of the job's summary row, so that polling a
+    job never reads them."""
+    storage.write_bytes(storage.join(artifact, DETAILS),
+                        json.dumps(to_jsonable(details), separators=(",", ":"), allow_nan=False).encode())
+
+
+def read_details(artifact: str) -> list[dict[str, Any]] | None:
+    """The details `write_details` stored, or None when this artifact has none (older jobs kept
+    them in their summary)."""
+    try:
+        return json.loads(storage.read_bytes(storage.join(artifact, DETAILS)))
+    except FileNotFoundError:
+        return None
 
 
 def delete(artifact: str) -> None:

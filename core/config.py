@@ -65,6 +65,17 @@ def _seconds(name: str, raw: str) -> float:
     return v
 
 
+def _days(name: str, raw: str) -> float:
+    try:
+        v = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of days, got {raw!r}", {"variable": name}) from None
+    if not (v >= 0 and v < 100_000):
+        raise ConfigError(f"{name} must be 0 (keep forever) or a positive number of days, got {raw!r}",
+                          {"variable": name})
+    return v
+
+
 def parse_bytes(name: str, raw: str) -> int:
     """Parse ``512MiB``, ``2GB``, ``1048576`` into bytes; ConfigError naming ``name`` otherwise."""
     m = _SIZE_RE.match(raw)
@@ -177,6 +188,21 @@ class Settings:
     )
     task_retries: int = _env(
         "GPU_BACKTEST_TASK_RETRIES", _int(0, 100), 3, "times a cluster task is retried after a worker is lost"
+    )
+    task_timeout_s: float = _env(
+        "GPU_BACKTEST_TASK_TIMEOUT_S", _seconds, 900.0,
+        "a job fails with task_timeout when none of its cluster tasks finishes for this long (a stuck worker)",
+    )
+    max_symbols: int = _env(
+        "GPU_BACKTEST_MAX_SYMBOLS", _int(1), 50_000, "most symbols in one job (checked at submit)"
+    )
+    retention_days: float = _env(
+        "GPU_BACKTEST_RETENTION_DAYS", _days, 30.0,
+        "finished jobs and their results are deleted this many days after they end (0: keep them)",
+    )
+    io_threads: int = _env(
+        "GPU_BACKTEST_IO_THREADS", _int(2, 1024), 16,
+        "threads for the requests' database and file work (jobs compute on threads of their own)",
     )
 
     @property

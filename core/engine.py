@@ -218,6 +218,8 @@ class Engine:
         strategy = resolve_strategy(spec, self.registry)
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
         loader: BarsLoader | None = None
+        if spec.symbols is not None:  # the limit before any data is fetched or read
+            self._check_columns(len(dict.fromkeys(spec.symbols)) * grid_size(grid))
         if data is None:
             selection, bars_hint = self.data_service.selection_for(spec)
         else:
@@ -234,10 +236,7 @@ class Engine:
             loader = PanelLoader(panel, lo, hi)
             bars_hint = panel.n_bars
         k = grid_size(grid)
-        n_cols = len(selection.symbols) * k
-        if n_cols > self.settings.max_columns:
-            raise SpecError("params", f"{n_cols} columns (symbols × combinations) exceed the limit "
-                                      f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
+        self._check_columns(len(selection.symbols) * k)
         if selection.benchmark != spec.metrics.benchmark:  # the source's spelling of the benchmark symbol
             spec = dataclasses.replace(spec, metrics=dataclasses.replace(spec.metrics, benchmark=selection.benchmark))
         per = symbols_per_partition(k, bars_hint, self.settings.partition_cells)
@@ -245,6 +244,11 @@ class Engine:
                        grid={name: v.tolist() for name, v in grid.items()}, data=selection,
                        partitions=partition_symbols(len(selection.symbols), per))
         return dataclasses.replace(plan, hash=content_hash(plan)), loader
+
+    def _check_columns(self, n_cols: int) -> None:
+        if n_cols > self.settings.max_columns:
+            raise SpecError("params", f"{n_cols} columns (symbols × combinations) exceed the limit "
+                                      f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
 
     def strategy_ref(self, name: str) -> StrategyRef:
         """The strategy and the plugin/distribution/version that provide it."""

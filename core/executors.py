@@ -59,6 +59,13 @@ class TaskFailed(GpuBacktestError):
     status = 500
 
 
+class TaskTimeout(GpuBacktestError):
+    """No task of a run finished within GPU_BACKTEST_TASK_TIMEOUT_S (a stuck or frozen worker)."""
+
+    code = "task_timeout"
+    status = 500
+
+
 @dataclass
 class Execution:
     """What an executor hands back: never the whole table unless it was asked to keep it."""
@@ -185,8 +192,10 @@ class DaskExecutor:
     """Runs the stages as Dask tasks on ``client``'s cluster (see the module docstring)."""
 
     def __init__(self, client: Any, context_factory: Callable[[], StageContext], retries: int = 3,
-                 fan_in: int = 8, poll_s: float = 0.25, loader: BarsLoader | None = None) -> None:
+                 fan_in: int = 8, poll_s: float = 0.25, loader: BarsLoader | None = None,
+                 stall_timeout_s: float | None = None) -> None:
         self.client = client
+        self.stall_timeout_s = stall_timeout_s  # no task finished for this long: the run fails (task_timeout)
         self.context_factory = context_factory  # runs on each worker: its own device, budget, plugins
         self.retries = retries
         self.fan_in = max(2, fan_in)
@@ -209,7 +218,16 @@ class DaskExecutor:
         from distributed import wait
 
         pending = list(futs)
+        last_done = time.monotonic()
         while pending:
+            if self.stall_timeout_s is not None and time.monotonic() - last_done > self.stall_timeout_s:
+                if event is not None:
+                    event.set()
+                self.client.cancel(list(futs))
+                raise TaskTimeout(
+                    f"no task of this job finished for {self.stall_timeout_s:g} s (GPU_BACKTEST_TASK_TIMEOUT_S); "
+                    f"{len(pending)} task(s) were still running or waiting — a worker may be stuck",
+                    {"timeout_s": self.stall_timeout_s, "pending_tasks": len(pending)})
             if cancel is not None and cancel():
                 if event is not None:
                     event.set()  # running partition tasks stop at their next chunk
@@ -220,6 +238,8 @@ class DaskExecutor:
             except TimeoutError:
                 continue
             still = []
+            if any(f.done() for f in pending):
+                last_done = time.monotonic()
             for f in pending:
                 if not f.done():
                     still.append(f)

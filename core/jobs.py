@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import hashlib
 import hmac
@@ -46,13 +47,14 @@ import aiohttp
 from . import artifacts
 from .config import Settings
 from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
-from .errors import GpuBacktestError
+from .errors import GpuBacktestError, SpecError
 from .executors import Executor
 from .jobstatus import CANCELLED, FAILED, SUCCEEDED
-from .spec import BacktestSpec, expand_grid
+from .spec import BacktestSpec, expand_grid, grid_size
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
+PRUNE_INTERVAL_S = 3600.0  # how often retention runs (and once at start)
 
 
 def spec_hash(doc: Any) -> str:
@@ -98,6 +100,8 @@ class JobManager:
         self._dispatcher: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+        self.prune_interval_s = PRUNE_INTERVAL_S
         self._http: aiohttp.ClientSession | None = None
         # Engine runs get a thread each; lease statements their own threads, so that a heartbeat
         # never waits behind compute for a free thread.
@@ -113,6 +117,7 @@ class JobManager:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
         self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         self._reaper = asyncio.create_task(self._reap(), name="job-reaper")
+        self._pruner = asyncio.create_task(self._prune_forever(), name="job-retention")
         self._wake.set()
         log.info("job manager %s: lease %.3g s, heartbeat %.3g s", self.owner, self.lease_s, self.heartbeat_s)
 
@@ -148,7 +153,7 @@ class JobManager:
                 flag.set()  # stop at the next chunk
         if self._running:  # let the stopped runs clean up their files
             await asyncio.wait(list(self._running.values()), timeout=max(5.0, self.heartbeat_s))
-        for task in (self._heartbeat, self._reaper):
+        for task in (self._heartbeat, self._reaper, self._pruner):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -166,21 +171,88 @@ class JobManager:
         return len(self._running)
 
     # -- API ---------------------------------------------------------------------------------
-    def validate(self, doc: Any) -> BacktestSpec:
-        """Check a request body as the engine will (spec, strategy, grid); raises SpecError."""
+    def validate(self, doc: Any) -> tuple[BacktestSpec, dict[str, Any]]:
+        """Check a request body as the engine will, before any data is touched: the spec, the
+        strategy, the grid (its size by arithmetic first), and the limits on symbols and columns
+        (GPU_BACKTEST_MAX_SYMBOLS, GPU_BACKTEST_MAX_GRID, GPU_BACKTEST_MAX_COLUMNS). Raises
+        SpecError naming the field. Returns the spec and the job's listing (strategy and sizes).
+        O(request): call it off the event loop."""
         spec = BacktestSpec.from_dict(doc)
         strategy = resolve_strategy(spec, self.engine.registry)
-        expand_grid(strategy, spec.params, self.settings.max_grid)
-        return spec
+        n_symbols = self._universe_size(spec)
+        if n_symbols > self.settings.max_symbols:
+            raise SpecError("symbols", f"{n_symbols} symbols exceed the limit {self.settings.max_symbols} "
+                                       "(GPU_BACKTEST_MAX_SYMBOLS)")
+        # expand_grid refuses a grid over GPU_BACKTEST_MAX_GRID by arithmetic before building it,
+        # so what it builds is bounded; the real size (duplicates and the constraint removed) counts
+        k = grid_size(expand_grid(strategy, spec.params, self.settings.max_grid))
+        n_columns = n_symbols * k
+        if n_columns > self.settings.max_columns:
+            raise SpecError("params" if k > 1 else "symbols",
+                            f"{n_columns} columns ({n_symbols} symbols × {k} combinations) exceed the limit "
+                            f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
+        return spec, {"strategy": strategy.name, "n_symbols": n_symbols, "n_columns": n_columns}
+
+    def _universe_size(self, spec: BacktestSpec) -> int:
+        """How many symbols the spec runs on: its list, or the source's default universe (a catalog count)."""
+        if spec.symbols is not None:
+            return len(dict.fromkeys(spec.symbols))
+        from .dataservice import DEFAULT_SOURCE
+
+        name = spec.source or DEFAULT_SOURCE
+        try:
+            src = self.engine.data_service.source(name)
+        except GpuBacktestError as exc:
+            raise SpecError("source", exc.message) from None
+        return len(src.default_symbols(self.engine.data_service.store, spec.frequency))
+
+    def _accept(self, doc: Any, idempotency_key: str | None) -> Any:
+        spec, listing = self.validate(doc)
+        return self.store.create(spec.to_dict(), spec_hash(doc), idempotency_key, spec.callback_url, listing)
 
     async def submit(self, doc: Any, idempotency_key: str | None = None) -> Any:
-        """Validate, persist (queued) and wake the dispatcher; returns the stored job."""
-        spec = self.validate(doc)
-        job = await asyncio.to_thread(self.store.create, spec.to_dict(), spec_hash(doc), idempotency_key,
-                                      spec.callback_url)
+        """Validate (off the event loop), persist (queued) and wake the dispatcher; returns the stored job."""
+        job = await asyncio.to_thread(self._accept, doc, idempotency_key)
         self.on_event("submitted", {"job": job.id})
         self._wake.set()
         return job
+
+    async def delete(self, job_id: str) -> Any:
+        """Delete a finished job and its results (`JobNotFinal` for a queued or running one);
+        returns the deleted job, or None if there is none."""
+        job = await asyncio.to_thread(self.store.delete, job_id)
+        if job is not None:
+            await asyncio.to_thread(self._delete_files, job.id, job.artifact_path)
+            self.on_event("deleted", {"job": job.id})
+        return job
+
+    def _delete_files(self, job_id: str, artifact_path: str | None) -> None:
+        artifacts.delete(artifacts.job_dir(self.artifact_root, job_id))  # every run's location
+        if artifact_path:  # a result kept under another root (the setting changed) or a legacy file
+            with contextlib.suppress(OSError, ValueError):
+                artifacts.delete(artifact_path)
+
+    async def prune(self) -> int:
+        """Delete the jobs that ended more than GPU_BACKTEST_RETENTION_DAYS ago, and their results,
+        in batches; returns how many (0 when retention is off)."""
+        days = self.settings.retention_days
+        if not days:
+            return 0
+        age = datetime.timedelta(days=days)
+        total = 0
+        while True:
+            gone = await self._db(self.store.delete_older_than, age)
+            for d in gone:
+                try:
+                    await asyncio.to_thread(self._delete_files, d.id, d.artifact_path)
+                except Exception:
+                    log.warning("removing the results of pruned job %s failed", d.id, exc_info=True)
+            total += len(gone)
+            if len(gone) < 500:
+                break
+        if total:
+            log.info("retention: deleted %d job(s) that ended more than %g day(s) ago", total, days)
+        return total
 
     async def cancel(self, job_id: str) -> Any:
         """Cancel: a queued job never runs; a running one stops at its next chunk (on whichever
@@ -218,6 +290,15 @@ class JobManager:
                     self._wake.set()
             except Exception:
                 log.warning("recovering expired leases failed", exc_info=True)
+
+    async def _prune_forever(self) -> None:
+        """Retention: at start, then every ``prune_interval_s``."""
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.warning("retention (deleting old jobs) failed", exc_info=True)
+            await asyncio.sleep(self.prune_interval_s)
 
     async def _renew(self) -> None:
         held = dict(self._held)
@@ -328,7 +409,10 @@ class JobManager:
             result = await loop.run_in_executor(self._compute, functools.partial(
                 self.engine.run, job.spec, None, progress, cancelled, self.executor_factory(), location))
             artifact = result.artifact
-            summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS), "details": result.details}
+            if artifact is not None:  # the curves and trades beside the table, not in the job's row
+                await asyncio.to_thread(artifacts.write_details, artifact, result.details)
+            summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS),
+                       "details_count": len(result.details)}
             status = SUCCEEDED
         except Cancelled:
             status = CANCELLED

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Connection,
@@ -124,8 +125,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "Attempt",
+    "Deleted",
     "IdempotencyConflict",
     "Job",
+    "JobBrief",
+    "JobNotFinal",
     "JobQueryError",
     "JobRow",
     "JobStore",
@@ -136,7 +140,7 @@ __all__ = [
     "to_jsonable",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this code writes: the head revision's ``schema_version`` (core/migrations/versions/).
 Bump it with every schema change, with the new revision file."""
 
@@ -162,6 +166,13 @@ class IdempotencyConflict(GpuBacktestError):
 
     code = "idempotency_conflict"
     status = 422
+
+
+class JobNotFinal(GpuBacktestError):
+    """A queued or running job cannot be deleted (cancel it first)."""
+
+    code = "conflict"
+    status = 409
 
 
 class JobQueryError(GpuBacktestError):
@@ -255,6 +266,10 @@ class JobRow(Base):
                                                   server_default=text("0"))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column("lease_expires_at", UTCDateTime, nullable=True)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column("heartbeat_at", UTCDateTime, nullable=True)
+    # what a listing shows (schema version 4), written at submit from the validated spec
+    strategy: Mapped[str | None] = mapped_column("strategy", String(64), nullable=True)
+    n_symbols: Mapped[int | None] = mapped_column("n_symbols", Integer, nullable=True)
+    n_columns: Mapped[int | None] = mapped_column("n_columns", BigInteger, nullable=True)
 
 
 class AttemptRow(Base):
@@ -321,6 +336,9 @@ class Job:
     lease_generation: int
     lease_expires_at: dt.datetime | None
     heartbeat_at: dt.datetime | None
+    strategy: str | None = None
+    n_symbols: int | None = None
+    n_columns: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -339,6 +357,42 @@ class Job:
     def _from_row(cls, row: Any) -> Job:
         m = row._mapping
         return cls(**{f.name: m[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Deleted:
+    """A deleted job: its id and where its artifact was (None: it had none)."""
+
+    id: str
+    artifact_path: str | None
+
+
+BRIEF_FIELDS = ("id", "status", "progress", "stage", "error", "attempts", "created_at", "started_at",
+                "finished_at", "strategy", "n_symbols", "n_columns")
+"""The columns a job listing reads: short ones only (never ``spec`` or ``summary``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobBrief:
+    """A job as a listing shows it: status, timings, strategy and sizes — no spec, no summary."""
+
+    id: str
+    status: str
+    progress: float
+    stage: str
+    error: dict[str, Any] | None
+    attempts: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    strategy: str | None
+    n_symbols: int | None
+    n_columns: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-able data; timestamps as ISO 8601 strings in UTC."""
+        return {f.name: (v.isoformat() if isinstance(v, dt.datetime) else v)
+                for f in dataclasses.fields(self) for v in (getattr(self, f.name),)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,15 +492,17 @@ class JobStore:
     # ---- create / read
 
     def create(self, spec: Mapping[str, Any], spec_hash: str, idempotency_key: str | None = None,
-               callback_url: str | None = None) -> Job:
+               callback_url: str | None = None, listing: Mapping[str, Any] | None = None) -> Job:
         """Persist a new queued job and return it (or the job already made with ``idempotency_key``).
 
+        ``listing``: the job's ``strategy``, ``n_symbols`` and ``n_columns`` (what `list` shows).
         Raises IdempotencyConflict when the key was used for a request whose hash differs.
         """
-        return self.create_or_get(spec, spec_hash, idempotency_key, callback_url)[0]
+        return self.create_or_get(spec, spec_hash, idempotency_key, callback_url, listing)[0]
 
     def create_or_get(self, spec: Mapping[str, Any], spec_hash: str, idempotency_key: str | None = None,
-                      callback_url: str | None = None) -> tuple[Job, bool]:
+                      callback_url: str | None = None,
+                      listing: Mapping[str, Any] | None = None) -> tuple[Job, bool]:
         """Like `create`, and also says whether the job is new (True) or an idempotent repeat (False)."""
         if idempotency_key is not None:
             existing = self._by_key(idempotency_key)
@@ -459,6 +515,7 @@ class JobStore:
             "artifact_path": None, "attempts": 0, "cancel_requested": False, "owner": None,
             "callback_url": callback_url, "created_at": now, "started_at": None, "finished_at": None,
             "updated_at": now, "lease_generation": 0, "lease_expires_at": None, "heartbeat_at": None,
+            **{k: (listing or {}).get(k) for k in ("strategy", "n_symbols", "n_columns")},
         }
         try:
             with self._write() as conn:
@@ -499,8 +556,10 @@ class JobStore:
             row = conn.execute(select(jobs_table).where(_c.id == job_id)).first()
         return None if row is None else Job._from_row(row)
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
-        """One page of jobs, newest first, optionally of one status, and the total matching."""
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobBrief], int]:
+        """One page of jobs, newest first, optionally of one status, and the total matching.
+
+        Reads the listing's short columns only (`JobBrief`): never a job's spec or summary."""
         if status is not None and status not in STATUSES:
             raise JobQueryError(f"status must be one of {', '.join(STATUSES)}, got {status!r}",
                                 {"field": "status"})
@@ -510,10 +569,10 @@ class JobStore:
         with self._read() as conn:
             total = conn.execute(select(func.count()).select_from(jobs_table).where(*where)).scalar_one()
             rows = conn.execute(
-                select(jobs_table).where(*where).order_by(_c.created_at.desc(), _c.id.desc())
-                .limit(limit).offset(offset)
+                select(*[_c[name] for name in BRIEF_FIELDS]).where(*where)
+                .order_by(_c.created_at.desc(), _c.id.desc()).limit(limit).offset(offset)
             ).all()
-        return [Job._from_row(r) for r in rows], int(total)
+        return [JobBrief(**dict(r._mapping)) for r in rows], int(total)
 
     def counts_by_status(self) -> dict[str, int]:
         """Number of jobs in each status (every status present, zero when none)."""
@@ -753,12 +812,29 @@ class JobStore:
 
     # ---- housekeeping
 
-    def delete_older_than(self, age: dt.timedelta | dt.datetime,
-                          statuses: Iterable[str] = FINAL_STATUSES) -> list[Job]:
-        """Delete final jobs finished before ``age`` ago (or before a UTC datetime); returns them.
+    def delete(self, job_id: str) -> Job | None:
+        """Delete one final job (and its history); returns it, or None if there is no such job.
 
-        The caller removes their artifacts (``artifact_path``). Only final statuses may be given.
-        """
+        Raises `JobNotFinal` when the job is queued or running (cancel it first). The caller
+        removes its artifact (``artifact_path``)."""
+        with self._write() as conn:
+            row = conn.execute(select(jobs_table).where(_c.id == job_id).with_for_update()).first()
+            if row is None:
+                return None
+            job = Job._from_row(row)
+            if not is_final(job.status):
+                raise JobNotFinal(f"job {job_id} is {job.status}; cancel it first, then delete it",
+                                  {"job_id": job_id, "status": job.status})
+            conn.execute(delete(attempts_table).where(_a.job_id == job_id))  # SQLite enforces no cascade
+            conn.execute(delete(jobs_table).where(_c.id == job_id, _c.status.in_(FINAL_STATUSES)))
+        return job
+
+    def delete_older_than(self, age: dt.timedelta | dt.datetime,
+                          statuses: Iterable[str] = FINAL_STATUSES, limit: int = 500) -> list[Deleted]:
+        """Delete up to ``limit`` final jobs finished before ``age`` ago (or before a UTC datetime),
+        oldest first; returns their ids and artifact paths (the caller removes the artifacts, and
+        calls again while a full batch came back). Reads two short columns, never a summary.
+        Only final statuses may be given."""
         statuses = tuple(statuses)
         if not set(statuses) <= set(FINAL_STATUSES):
             raise ValueError(f"only final jobs can be deleted, got {statuses!r}")
@@ -767,13 +843,14 @@ class JobStore:
             raise ValueError("naive datetime: give a timezone-aware cutoff")
         when = func.coalesce(_c.finished_at, _c.created_at)
         with self._write() as conn:
-            rows = conn.execute(select(jobs_table).where(_c.status.in_(statuses), when < cutoff)).all()
-            jobs = [Job._from_row(r) for r in rows]
-            if jobs:
-                ids = [j.id for j in jobs]
+            rows = conn.execute(select(_c.id, _c.artifact_path).where(_c.status.in_(statuses), when < cutoff)
+                                .order_by(when).limit(limit)).all()
+            gone = [Deleted(r.id, r.artifact_path) for r in rows]
+            if gone:
+                ids = [d.id for d in gone]
                 conn.execute(delete(attempts_table).where(_a.job_id.in_(ids)))  # SQLite enforces no cascade
                 conn.execute(delete(jobs_table).where(_c.id.in_(ids), _c.status.in_(statuses)))
-        return jobs
+        return gone
 
 
 def _configure_postgresql(engine: Engine) -> None:

@@ -319,6 +319,37 @@ SPEC_FIELDS = frozenset(field_names(BacktestSpec))
 """The top-level keys of a spec document."""
 
 
+def _range_count(raw: Mapping[str, Any]) -> int | None:
+    """How many values a range ``{"start", "stop", "step"}`` holds, by arithmetic (None when it is
+    malformed: `_param_values` then says what is wrong)."""
+    start, stop, step = raw.get("start"), raw.get("stop"), raw.get("step", 1)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, stop, step)):
+        return None
+    if step <= 0 or stop < start:
+        return None
+    span = (stop - start) / step
+    return math.floor(span + 1e-9) + 1 if math.isfinite(span) else None
+
+
+def grid_bound(strategy: Strategy, params: Mapping[str, Any]) -> int:
+    """An upper bound of the grid's size, computed without building any value: the product of
+    each parameter's count (a range's by arithmetic, a list's length; duplicates and the
+    constraint can only make the grid smaller). Unknown parameters are ignored here."""
+    size = 1
+    for p in strategy.params:
+        raw = params.get(p.name, p.default)
+        if isinstance(raw, Mapping):
+            n = _range_count(raw)
+            if n is None:
+                continue
+        elif isinstance(raw, list):
+            n = max(1, len(raw))
+        else:
+            n = 1
+        size *= n
+    return size
+
+
 def _param_values(p: Any, raw: Any, path: str) -> list[Any]:
     """The list of values one parameter takes in the grid."""
     if isinstance(raw, Mapping):
@@ -377,6 +408,11 @@ def expand_grid(strategy: Strategy, params: Mapping[str, Any], max_grid: int | N
         if name not in known:
             takes = ", ".join(known) if known else "no parameters"
             raise SpecError(f"params.{name}", f"unknown parameter; {strategy.name} takes {takes}")
+    if max_grid is not None:  # before any value is built: a huge range is refused by arithmetic
+        bound = grid_bound(strategy, params)
+        if bound > max_grid:
+            raise SpecError("params", f"the grid has {bound} combinations; the limit is {max_grid} "
+                                      "(GPU_BACKTEST_MAX_GRID)")
     lists = []
     for p in strategy.params:
         raw = params.get(p.name, p.default)
@@ -385,7 +421,8 @@ def expand_grid(strategy: Strategy, params: Mapping[str, Any], max_grid: int | N
     for values in lists:
         size *= len(values)
     if max_grid is not None and size > max_grid:
-        raise SpecError("params", f"the grid has {size} combinations; the limit is {max_grid}")
+        raise SpecError("params", f"the grid has {size} combinations; the limit is {max_grid} "
+                                  "(GPU_BACKTEST_MAX_GRID)")
     if not strategy.params:
         return {}
     combos = list(itertools.product(*lists))

@@ -177,7 +177,7 @@ def test_concurrent_claimers_take_each_job_once(make_store: StoreFactory) -> Non
     _run_threads(len(stores), claimer)
     counts = Counter(job_id for _, job_id in taken)
     assert sorted(counts) == sorted(j.id for j in jobs) and set(counts.values()) == {1}
-    final = {j.id: j for j in stores[0].list(limit=100)[0]}
+    final = {j.id: stores[0].get(j.id) for j in stores[0].list(limit=100)[0]}
     assert all(final[job_id].owner == f"owner-{i}" and final[job_id].status == "running" for i, job_id in taken)
 
 

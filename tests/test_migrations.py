@@ -154,7 +154,8 @@ def test_old_database_is_stamped_upgraded_and_read_back_intact(make_url: MakeUrl
     with JobStore(url) as store:
         assert store.migrate() == SCHEMA_VERSION
         assert store.migrate() == SCHEMA_VERSION  # idempotent
-        jobs = {j.id: j for j in store.list(limit=100)[0]}
+        jobs = {j.id: store.get(j.id) for j in store.list(limit=100)[0]}
+        briefs = {j.id: j for j in store.list(limit=100)[0]}
     assert _versions(url) == ([head_revision()], list(range(1, SCHEMA_VERSION + 1)))
     assert _model_diff(url) == []
     assert set(jobs) == set(rows)
@@ -163,6 +164,8 @@ def test_old_database_is_stamped_upgraded_and_read_back_intact(make_url: MakeUrl
         for key, value in row.items():
             want = value.isoformat() if hasattr(value, "isoformat") else value
             assert got[key] == want, (row["status"], key, got[key], want)
+        # the listing's columns were filled in from the old rows' specs (migration 0004)
+        assert briefs[job_id].strategy == row["spec"]["strategy"], (briefs[job_id], row["spec"])
 
 
 def test_new_database_matches_the_models(make_url: MakeUrl) -> None:

@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -64,6 +65,10 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app[K.OPENAPI] = openapi_document()
 
     async def services(app: web.Application) -> AsyncIterator[None]:
+        # The requests' database and file work (asyncio.to_thread) runs on a pool of its own;
+        # jobs compute on the job manager's threads, so no request ever waits behind a job.
+        io_pool = ThreadPoolExecutor(max_workers=settings.io_threads, thread_name_prefix="gbt-io")
+        asyncio.get_running_loop().set_default_executor(io_pool)
         pm = build_plugin_manager()
         app[K.PM] = pm
         store = JobStore.from_settings(settings)
@@ -108,6 +113,8 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
             await asyncio.to_thread(handle.close)
         await asyncio.to_thread(store.close)
         await asyncio.to_thread(data.store.close)
+        if getattr(asyncio.get_running_loop(), "_default_executor", None) is not io_pool:
+            io_pool.shutdown(wait=False)  # else another app on this loop may use it: the loop's close ends it
 
     app.cleanup_ctx.append(services)
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from aiohttp import web
 
-from ..core.artifacts import Artifact
+from ..core.artifacts import Artifact, read_details
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
 from ..core.jobstatus import STATUSES, SUCCEEDED
@@ -163,7 +163,12 @@ async def get_backtest(request: web.Request) -> web.Response:
     history of its runs (``attempts_history``: generation, owner, started, ended, outcome)."""
     job = await _job(request)
     history = await asyncio.to_thread(request.app[K.STORE].attempts_history, job.id)
-    return web.json_response(_job_doc(job, history=history))
+    doc = _job_doc(job, history=history)
+    summary = doc.get("summary")
+    if summary is not None and "details" not in summary and job.artifact_path:  # stored beside the table
+        details = await asyncio.to_thread(read_details, job.artifact_path)
+        doc["summary"] = {**summary, "details": details or []}
+    return web.json_response(doc)
 
 
 async def cancel_backtest(request: web.Request) -> web.Response:
