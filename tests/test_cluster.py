@@ -8,6 +8,8 @@ plans, waits and ranks candidates.
 - Worker loss: a worker process holding partition tasks of a job is SIGKILLed; those tasks
   rerun on a worker and the job's table equals the undisturbed run's.
 - A task that keeps failing fails the job with its own error code and message.
+- A frozen worker (SIGSTOP): a cancel still takes effect at once, and a job whose tasks stop
+  finishing fails with ``task_timeout`` after GPU_BACKTEST_TASK_TIMEOUT_S.
 - The market-data and artifact roots in a bucket of a local S3-compatible server (moto).
 """
 
@@ -177,6 +179,49 @@ def test_a_task_that_keeps_failing_fails_the_job_with_its_own_error(srv: Server,
     assert job["error"]["code"] == "invalid_data" and "GONE" in job["error"]["message"], job["error"]
 
 
+def _frozen_worker_pid(cluster: ExternalCluster, srv: Server, job_id: str) -> int:
+    """Wait until a partition task of ``job_id`` runs, then SIGSTOP its (only) worker; its pid."""
+    from distributed import Client
+
+    with Client(cluster.address, timeout="30s") as client:
+        deadline = time.monotonic() + 120
+        while not any(str(k).startswith("partition_stage-") for held in client.processing().values()
+                      for k in held):
+            assert time.monotonic() < deadline, "no partition task was seen running"
+            time.sleep(0.02)
+        (pid,) = client.run(os.getpid).values()
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def test_a_frozen_worker_cancel_works_and_stuck_tasks_time_out(env: dict[str, str],
+                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    logs = tmp_path_factory.mktemp("frozen")
+    with external_cluster(env, logs, n_workers=1) as cluster, \
+            server({**env, "DASK_SCHEDULER_ADDRESS": cluster.address, "GPU_BACKTEST_TASK_TIMEOUT_S": "10"},
+                   logs / "server.log") as srv:
+        # 1. cancel a job whose only worker is frozen: it is cancelled without waiting for the worker
+        status, doc = srv.request("POST", "/backtest", SPEC)
+        assert status == 202
+        pid = _frozen_worker_pid(cluster, srv, doc["job_id"])
+        try:
+            assert srv.request("DELETE", f"/backtest/{doc['job_id']}")[0] == 200
+            job = srv.wait_final(doc["job_id"], timeout=8)  # well inside the task timeout
+            assert job["status"] == "cancelled", job
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # 2. a job whose tasks stop finishing fails with task_timeout instead of hanging for good
+        status, doc = srv.request("POST", "/backtest", {**SPEC, "output": {"top_k": 2}})
+        assert status == 202
+        pid = _frozen_worker_pid(cluster, srv, doc["job_id"])
+        try:
+            job = srv.wait_final(doc["job_id"], timeout=60)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert job["status"] == "failed" and job["error"]["code"] == "task_timeout", job
+        assert "GPU_BACKTEST_TASK_TIMEOUT_S" in job["error"]["message"]
+
+
 def _multipart(fields: dict[str, str], filename: str, payload: bytes) -> tuple[bytes, str]:
     boundary = "gbt" + os.urandom(8).hex()
     out = b""
@@ -218,7 +263,7 @@ def test_market_data_in_a_bucket_upload_then_workers_read_it(s3_server: S3Server
         run_dir = f"artifacts/{doc['job_id']}/g1"  # this run's location (lease generation 1)
         pieces = [k for k in s3_server.keys() if k.startswith(f"artifacts/{doc['job_id']}/")]
         assert sorted(pieces) == [f"{run_dir}/{n}" for n in
-                                  ("manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]
+                                  ("details.json", "manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]
         remote = _results(srv, doc["job_id"])
     local = run_backtest(spec, settings=Settings.from_env(env), backend="cpu").table
     assert len(remote) == len(local) == 30 * 90

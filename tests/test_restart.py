@@ -79,7 +79,7 @@ def _check_artifact(job: dict[str, Any], artifacts: Path) -> None:
     assert runs == [f"g{job['attempts_history'][-1]['generation']}"], runs
     path = artifacts / job["job_id"] / runs[0]
     assert (path / "manifest.json").is_file()
-    assert sorted(p.name for p in path.iterdir() if not p.name.startswith("part-")) == ["manifest.json"]
+    assert sorted(p.name for p in path.iterdir() if not p.name.startswith("part-")) == ["details.json", "manifest.json"]
     table = Artifact.open(str(path)).read_all()
     info = job["summary"]["info"]
     assert len(table) == info["n_columns"] == info["n_symbols"] * info["n_combinations"]
