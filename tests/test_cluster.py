@@ -263,7 +263,8 @@ def test_market_data_in_a_bucket_upload_then_workers_read_it(s3_server: S3Server
         run_dir = f"artifacts/{doc['job_id']}/g1"  # this run's location (lease generation 1)
         pieces = [k for k in s3_server.keys() if k.startswith(f"artifacts/{doc['job_id']}/")]
         assert sorted(pieces) == [f"{run_dir}/{n}" for n in
-                                  ("details.json", "manifest.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet")]
+                                  ("details.json", "manifest.json", "part-00000.parquet", "part-00001.parquet",
+                                   "part-00002.parquet")]
         remote = _results(srv, doc["job_id"])
     local = run_backtest(spec, settings=Settings.from_env(env), backend="cpu").table
     assert len(remote) == len(local) == 30 * 90
