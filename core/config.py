@@ -122,7 +122,10 @@ class Settings:
     # --- the seed's variables (names and defaults kept) ---
     host: str = _env("GPU_SERVER_HOST", _str, "0.0.0.0", "address the server binds")
     port: int = _env("GPU_SERVER_PORT", _int(1, 65535), 5050, "port the server listens on")
-    debug: bool = _env("GPU_SERVER_DEBUG", _bool, True, "more logging (never tracebacks to clients)")
+    debug: bool = _env("GPU_SERVER_DEBUG", _bool, True,
+                       "DEBUG lines of gpu_backtest's own loggers (never of libraries; never tracebacks to clients)")
+    log_format: str = _env("GPU_BACKTEST_LOG_FORMAT", _choice("text", "json"), "text",
+                           "server log lines on stderr: text, or json (one object a line, for log shippers)")
     database_url: str | None = _env(
         "DATABASE_URL", _opt_str, None, "SQLAlchemy URL; unset: SQLite file in the data directory"
     )

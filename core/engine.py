@@ -295,6 +295,7 @@ class Engine:
             "chunks": ex.chunks,
             "partitions": len(plan.partitions),
             "periods_per_year": ex.calendar.periods_per_year,
+            "annualisation": ex.calendar.annualisation,
             "start": ex.calendar.index[0].isoformat(),
             "end": ex.calendar.index[-1].isoformat(),
             "rank_by": rank_by,

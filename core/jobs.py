@@ -49,6 +49,7 @@ from .config import Settings
 from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
 from .errors import GpuBacktestError, SpecError
 from .executors import Executor
+from .joblog import with_job_log
 from .jobstatus import CANCELLED, FAILED, SUCCEEDED
 from .spec import BacktestSpec, expand_grid, grid_size
 
@@ -83,7 +84,7 @@ class JobManager:
         self.store = store
         self.engine = engine
         self.executor_factory = executor_factory or (lambda: None)
-        self.on_event = on_event or (lambda name, data: None)
+        self.on_event = with_job_log(on_event)  # every event is logged, then passed on
         self.owner = server_identity()
         self.max_running = settings.max_concurrent_jobs
         self.artifact_root = settings.artifact_uri
@@ -400,15 +401,17 @@ class JobManager:
             except Exception:
                 return False
 
-        status, summary, error, artifact = FAILED, None, None, None
+        status, summary, error, artifact, columns = FAILED, None, None, None, None
         location = artifacts.job_dir(self.artifact_root, job.id, gen)
+        spec = job.spec if isinstance(job.spec, dict) else {}
+        self.on_event("started", {"job": job.id, "attempt": job.attempts, "strategy": spec.get("strategy")})
         try:
             # what earlier runs left (pieces of an interrupted attempt), and a clean location of our own
             await asyncio.to_thread(artifacts.clear_older_runs, self.artifact_root, job.id, gen)
             await asyncio.to_thread(artifacts.delete, location)
             result = await loop.run_in_executor(self._compute, functools.partial(
                 self.engine.run, job.spec, None, progress, cancelled, self.executor_factory(), location))
-            artifact = result.artifact
+            artifact, columns = result.artifact, result.info.get("n_columns")
             if artifact is not None:  # the curves and trades beside the table, not in the job's row
                 await asyncio.to_thread(artifacts.write_details, artifact, result.details)
             summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS),
@@ -446,7 +449,8 @@ class JobManager:
         self._running.pop(job.id, None)
         self._wake.set()
         if wrote:
-            self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0})
+            self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0,
+                                       "columns": columns, "error": error})
             if job.callback_url:
                 await self._callback(job.id, job.callback_url)
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from .annualisation import annualise
 from .errors import DataError
 from .marketdata import read_symbol_arrays
-from .panel import FIELDS, MarketPanel, infer_periods_per_year
+from .panel import FIELDS, MarketPanel
 from .plan import DataSelection
 
 Series = tuple[np.ndarray, dict[str, np.ndarray]]  # (int64 UTC ns timestamps, field arrays)
@@ -32,10 +33,12 @@ Series = tuple[np.ndarray, dict[str, np.ndarray]]  # (int64 UTC ns timestamps, f
 
 @dataclass(frozen=True)
 class Calendar:
-    """The run's bar timestamps (int64 UTC ns, ascending) and its annualisation factor."""
+    """The run's bar timestamps (int64 UTC ns, ascending), its annualisation factor and how that
+    factor was chosen (`core/annualisation.py`: periods_per_year, bars_per_day, days_per_year, rule, why)."""
 
     ns: np.ndarray
     periods_per_year: float
+    annualisation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -47,9 +50,10 @@ class Calendar:
 
     @classmethod
     def build(cls, ns: np.ndarray, periods_per_year: float | None) -> Calendar:
+        """The calendar of ``ns``; ``periods_per_year`` (the spec's) wins over the inferred factor."""
         ns = np.asarray(ns, dtype=np.int64)
-        idx = pd.DatetimeIndex(ns.astype("datetime64[ns]")).tz_localize("UTC")
-        return cls(ns, float(periods_per_year or infer_periods_per_year(idx)))
+        a = annualise(ns, periods_per_year)
+        return cls(ns, a.periods_per_year, a.as_dict())
 
 
 class BarsLoader(Protocol):

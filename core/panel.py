@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .annualisation import annualise
 from .errors import DataError
 from .timeutil import end_bound_utc, to_utc
 
@@ -86,7 +87,7 @@ class MarketPanel:
         return MarketPanel(self.index[rows][keep], [self.symbols[i] for i in cols], **sub)
 
     def periods_per_year(self) -> float:
-        """Annualisation factor inferred from the median bar spacing (see docs/metrics.md)."""
+        """Annualisation factor inferred from the bars' calendar (see docs/metrics.md)."""
         return infer_periods_per_year(self.index)
 
     @classmethod
@@ -118,19 +119,9 @@ class MarketPanel:
 
 
 def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
-    """252 for daily bars, 52 weekly, 12 monthly; intraday: 252 × bars in a 6.5-hour session."""
-    if len(index) < 2:
-        return 252.0
-    spacing = pd.Series(index).diff().dropna().median()
-    days = spacing / pd.Timedelta(days=1)
-    if days >= 25:
-        return 12.0
-    if days >= 5:
-        return 52.0
-    if days >= 0.75:
-        return 252.0
-    per_day = pd.Timedelta(hours=6.5) / spacing
-    return 252.0 * max(1.0, round(per_day))
+    """Annualisation factor of bars at ``index``: 252 for daily bars of a 5-day market, 365 of a
+    7-day one, bars per trading day × trading days per year intraday (`core/annualisation.py`)."""
+    return annualise(index).periods_per_year
 
 
 def normalize_columns(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:

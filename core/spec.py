@@ -167,12 +167,13 @@ class Execution:
 
 @dataclass(frozen=True)
 class MetricsOptions:
-    """``risk_free`` per period; ``periods_per_year`` inferred from bar spacing when None;
+    """``risk_free`` per period; ``periods_per_year`` inferred from the bars' calendar when None;
     ``benchmark``: a symbol whose returns alpha/beta are measured against."""
 
     risk_free: float = field(default=0.0, metadata=meta(Number(-1.0, 1.0, lo_open=True), "risk-free rate per period"))
     periods_per_year: float | None = field(default=None, metadata=meta(
-        Number(0.0, lo_open=True, nullable=True), "annualisation factor; null: inferred from the bar spacing"))
+        Number(0.0, lo_open=True, nullable=True),
+        "annualisation factor; null: inferred from the bars' calendar (docs/metrics.md)"))
     benchmark: str | None = field(default=None, metadata=meta(
         Text("must be a symbol name, got {value!r}", nullable=True),
         "a symbol whose returns alpha and beta are measured against"))

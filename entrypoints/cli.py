@@ -7,8 +7,10 @@ message on stderr names the field or file), 1 an unexpected internal error.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,18 +155,52 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (it listens once the app has started: connections are
+    refused until then); UserError ``port N is in use`` when another process listens there."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} is in use (GPU_SERVER_PORT)") from None
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Bind the port first (a taken port: one line, exit 2, nothing started), set up logging
+    (`core/logs.py`), start the app (database, cluster, jobs), then log "serving on"."""
     from aiohttp import web
 
     from ..core.config import Settings
-    from ..web.app import create_app
+    from ..core.logs import configure_logging
 
     settings = Settings.from_env()
-    logging.getLogger().setLevel(logging.DEBUG if settings.debug or args.verbose else logging.INFO)
+    sock = bound_socket(settings.host, settings.port)
+    configure_logging(settings.debug or args.verbose, settings.log_format)
+    from ..web.app import create_app
+
     app = create_app(settings, dashboard_address=args.dashboard)
-    print(f"gpu-backtest serving on http://{settings.host}:{settings.port} (data: {settings.data_dir})",
-          file=sys.stderr, flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=60.0)
+    log = logging.getLogger(__name__)
+
+    def serving(_: str) -> None:  # aiohttp calls it once the app has started and the socket accepts
+        log.info("serving on http://%s:%d (data: %s)", settings.host, settings.port, settings.data_dir,
+                 extra={"event": "serving"})
+
+    try:
+        web.run_app(app, sock=sock, print=serving, access_log=None, shutdown_timeout=60.0)
+    except OSError as exc:  # another server started listening on the port meanwhile
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"port {settings.port} is in use (GPU_SERVER_PORT)") from None
+        raise
     return 0
 
 
@@ -196,7 +232,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-backtest", description="AlphaStrategyLab GPU Backtesting Server")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG lines of gpu_backtest's own loggers")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a backtest or sweep from a JSON spec")
@@ -256,8 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpu-backtest`` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose:  # debug lines of our own loggers, never of the libraries (numba's compiler: tens of MB)
+        logging.getLogger("gpu_backtest").setLevel(logging.DEBUG)
     try:
         return int(args.func(args))
     except (UserError, GpuBacktestError) as exc:

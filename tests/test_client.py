@@ -90,7 +90,7 @@ class ServerProcess:
                 self.kill()
                 raise AssertionError(f"server not healthy after {timeout} s:\n{self.log_tail()}")
             self.kill()
-            if "address already in use" not in self.log_tail().lower():
+            if "in use" not in self.log_tail().lower():  # "port N is in use": the port was taken meanwhile
                 break
         raise AssertionError(f"server exited with code {self.proc.returncode if self.proc else None}:\n"
                              f"{self.log_tail()}")

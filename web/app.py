@@ -28,6 +28,7 @@ from ..core.jobstore import JobStore
 from ..plugins.manager import PluginRegistry, build_plugin_manager
 from . import handlers as h
 from . import keys as K
+from .accesslog import access_log_middleware
 from .metrics import ServiceMetrics
 from .middlewares import auth_middleware, error_middleware, metrics_middleware, request_id_middleware
 from .openapi import docs_page, openapi_document
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     metrics = ServiceMetrics()
     app = web.Application(
         client_max_size=MAX_JSON_BODY,
-        middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware,
+        middlewares=[request_id_middleware, access_log_middleware, metrics_middleware(metrics), error_middleware,
                      auth_middleware(settings.api_key, settings.api_key_required)],
     )
     app[K.SETTINGS] = settings
