@@ -150,7 +150,8 @@ def test_check_spec_is_cheap_one_catalog_query_and_no_file(tmp_path: Path, monke
     opened: list[str] = []
     import gpu_backtest.core.storage as storage
 
-    monkeypatch.setattr(storage, "read_bytes", lambda uri: opened.append(str(uri)))
+    real_read = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: (opened.append(str(uri)), real_read(uri))[1])  # a spy
     svc.check_spec(BacktestSpec.from_dict({**SINGLE, "source": "upload", "symbols": [f"S{i:03d}" for i in range(50)]}))
     svc.check_spec(BacktestSpec.from_dict({**SINGLE, "symbols": [f"SYN{i:03d}" for i in range(300)]}))
     assert len(queries) == 1 and opened == []
