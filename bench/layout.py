@@ -1,8 +1,8 @@
 """Benchmark: one Parquet file per symbol vs one file per bucket of symbols, at 20,000 symbols.
 
 Reads a store filled with per-symbol files (e.g. by ``bench/import_universe.py --keep DIR``:
-``DIR/data/market/upload/1d/symbol=*/bars.parquet``), writes the same bars as bucket files of
-``--bucket`` symbols (one row group per symbol, sorted by symbol and time, zstd without
+``DIR/data/market/upload/1d/symbol=*/bars-<hash>.parquet``, the newest file of each), writes the
+same bars as bucket files of ``--bucket`` symbols (one row group per symbol, sorted by symbol and time, zstd without
 dictionary, as the store writes), then times, warm page cache, median of ``--repeat``:
 
 - a partition of ``--partition`` consecutive symbols: per-symbol files through
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root)
     series_dir = root / args.source / args.frequency
     symbols = sorted(p.name.removeprefix("symbol=") for p in series_dir.glob("symbol=*"))
+    # each series' current version: the newest file of its directory (the store's catalog names it)
+    files = {s: max((series_dir / f"symbol={s}").glob("bars*.parquet"), key=lambda p: p.stat().st_mtime).name
+             for s in symbols}
     n = len(symbols)
     print(f"{n} symbols under {series_dir}; {IO_THREADS} I/O threads", flush=True)
 
@@ -69,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         for names, path in zip(buckets, bucket_files, strict=True):
             tables = []
             for s in names:
-                t = pq.read_table(series_dir / f"symbol={s}" / "bars.parquet")
+                t = pq.read_table(series_dir / f"symbol={s}" / files[s])
                 tables.append(t.append_column("symbol", pa.array([s] * len(t), pa.string())))
             rows = len(tables[0])
             write_table(str(path), pa.concat_tables(tables), row_group_size=rows, **PARQUET_OPTIONS)
         print(f"wrote {len(bucket_files)} bucket files in {time.perf_counter() - t0:.1f} s", flush=True)
-    size_sym = sum(p.stat().st_size for p in series_dir.glob("symbol=*/bars.parquet"))
+    size_sym = sum((series_dir / f"symbol={s}" / f).stat().st_size for s, f in files.items())
     size_bkt = sum(p.stat().st_size for p in bucket_files)
     print(f"bytes: per-symbol {size_sym / 2**20:.0f} MiB, buckets {size_bkt / 2**20:.0f} MiB")
 
@@ -113,30 +116,33 @@ def main(argv: list[str] | None = None) -> int:
     scattered = symbols[:: max(1, n // args.partition)][: args.partition]
     rows = []
 
-    t = median_time(lambda: read_many(str(root), args.source, args.frequency, part, None, None, True), args.repeat)
+    t = median_time(lambda: read_many(str(root), args.source, args.frequency, part, None, None, True,
+                                      files=[files[s] for s in part]), args.repeat)
     rows.append((f"{len(part)} consecutive symbols", "per-symbol files", len(part), t))
     t = median_time(lambda: read_bucket(bucket_files[0]), args.repeat)
     rows.append((f"{len(part)} consecutive symbols", f"1 bucket file of {args.bucket}", 1, t))
-    t = median_time(lambda: read_many(str(root), args.source, args.frequency, scattered, None, None, True),
+    t = median_time(lambda: read_many(str(root), args.source, args.frequency, scattered, None, None, True,
+                                      files=[files[s] for s in scattered]),
                     args.repeat)
     rows.append((f"{len(scattered)} scattered symbols", "per-symbol files", len(scattered), t))
     t = median_time(lambda: many_buckets(bucket_files, set(scattered)), args.repeat)
     rows.append((f"{len(scattered)} scattered symbols", f"their row groups in {len(bucket_files)} buckets",
                  len(bucket_files), t))
-    t = median_time(lambda: read_many(str(root), args.source, args.frequency, symbols, None, None, True),
+    t = median_time(lambda: read_many(str(root), args.source, args.frequency, symbols, None, None, True,
+                                      files=[files[s] for s in symbols]),
                     args.repeat)
     rows.append((f"all {n} symbols", "per-symbol files", n, t))
     t = median_time(lambda: many_buckets(bucket_files), args.repeat)
     rows.append((f"all {n} symbols", f"{len(bucket_files)} bucket files", len(bucket_files), t))
     # one symbol alone (what an incremental fetch rewrites, what a worker reads for a symbol)
     t = median_time(lambda: read_symbol_arrays(str(root), args.source, args.frequency, symbols[0], None, None,
-                                               True), args.repeat)
+                                               True, files[symbols[0]]), args.repeat)
     rows.append(("1 symbol", "per-symbol file", 1, t))
     t = median_time(lambda: read_bucket(bucket_files[0], {symbols[0]}), args.repeat)
     rows.append(("1 symbol", "its row group in a bucket file", 1, t))
 
     if args.s3:
-        rows += s3_rows(root, series_dir, part, bucket_files[0], args, read_bucket)
+        rows += s3_rows(root, series_dir, part, bucket_files[0], args, read_bucket, files)
 
     print("| read | layout | files | median time |\n|---|---|---|---|")
     for what, layout, files, secs in rows:
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def s3_rows(root: Path, series_dir: Path, part: list[str], bucket_file: Path, args: argparse.Namespace,
-            read_bucket) -> list[tuple[str, str, int, float]]:
+            read_bucket, files: dict[str, str]) -> list[tuple[str, str, int, float]]:
     """The consecutive partition from a moto S3 server on 127.0.0.1: every request is a real HTTP
     round trip (on loopback; a remote store adds its latency to each)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -158,8 +164,8 @@ def s3_rows(root: Path, series_dir: Path, part: list[str], bucket_file: Path, ar
 
     with moto_s3(prefix="market") as srv:
         def put(sym: str) -> None:
-            key = f"{args.source}/{args.frequency}/symbol={sym}/bars.parquet"
-            data = (series_dir / f"symbol={sym}" / "bars.parquet").read_bytes()
+            key = f"{args.source}/{args.frequency}/symbol={sym}/{files[sym]}"
+            data = (series_dir / f"symbol={sym}" / files[sym]).read_bytes()
             storage.write_bytes(storage.join(srv.uri, key), data)
 
         with ThreadPoolExecutor(IO_THREADS) as pool:
@@ -172,7 +178,8 @@ def s3_rows(root: Path, series_dir: Path, part: list[str], bucket_file: Path, ar
             local.write_bytes(storage.read_bytes(bucket_uri))
             read_bucket(local)
 
-        t_sym = median_time(lambda: read_many(srv.uri, args.source, args.frequency, part, None, None, True),
+        t_sym = median_time(lambda: read_many(srv.uri, args.source, args.frequency, part, None, None, True,
+                                              files=[files[s] for s in part]),
                             args.repeat)
         t_bkt = median_time(s3_bucket, args.repeat)
     return [(f"{len(part)} consecutive symbols, moto S3", "per-symbol objects", len(part), t_sym),

@@ -3,13 +3,16 @@
 The table ``market_catalog`` lives in the job database (`core.jobstore.default_url`:
 ``DATABASE_URL``, else ``<data dir>/jobs.sqlite``), so every server and command sees one
 catalog and nothing opens SQLite on a shared market-data path. It is part of the job
-database's schema (migration 0003, `core/migrations/`): `Catalog` brings the database to this
+database's schema (migrations 0003 and 0005, `core/migrations/`): `Catalog` brings the database to this
 code's schema on construction, under the migrations' lock, on SQLite and PostgreSQL.
 
 Columns: ``source``, ``frequency``, ``symbol`` (the primary key, in that order: listings by
 source and frequency read the index in order), ``first_ns`` / ``last_ns`` (UTC nanoseconds of
-the first and last bar), ``rows`` and ``updated_ns``. Writes are upserts; `Catalog.put_many`
-writes any number of rows in one transaction.
+the first and last bar), ``rows``, ``updated_ns`` and ``file`` (the name of the Parquet file that
+holds those bars, in the series' directory: `core.marketdata` writes every version to a new file
+and switches the row to it; NULL: ``bars.parquet``, a series written before revision 0005).
+Writes are upserts; `Catalog.put_many` writes any number of rows in one transaction, so a row
+always describes the file it names.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from .jobstore import Base, _configure_sqlite, migrate_engine, normalise_url
 
 __all__ = ["Catalog", "CatalogEntry", "market_catalog", "metadata"]
 
-metadata = Base.metadata  # one schema with the jobs tables: migrated by core/migrations (revision 0003)
+metadata = Base.metadata  # one schema with the jobs tables: migrated by core/migrations (revisions 0003, 0005)
 
 market_catalog = Table(
     "market_catalog",
@@ -52,6 +55,7 @@ market_catalog = Table(
     Column("last_ns", BigInteger, nullable=False),
     Column("rows", BigInteger, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
+    Column("file", String(80), nullable=True),
 )
 _c = market_catalog.c
 _KEY = ("source", "frequency", "symbol")
@@ -70,6 +74,7 @@ class CatalogEntry:
     last: pd.Timestamp
     rows: int
     updated: pd.Timestamp
+    file: str | None = None  # the series' current file (None: the pre-versioning ``bars.parquet``)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "symbol": self.symbol, "frequency": self.frequency,
@@ -79,13 +84,14 @@ class CatalogEntry:
     def _row(self) -> dict[str, Any]:
         return {"source": self.source, "frequency": self.frequency, "symbol": self.symbol,
                 "first_ns": int(self.first.value), "last_ns": int(self.last.value), "rows": int(self.rows),
-                "updated_ns": int(self.updated.value)}
+                "updated_ns": int(self.updated.value), "file": self.file}
 
 
 def _entry(row: Any) -> CatalogEntry:
     m = row._mapping
     return CatalogEntry(m["source"], m["symbol"], m["frequency"], pd.Timestamp(m["first_ns"], tz="UTC"),
-                        pd.Timestamp(m["last_ns"], tz="UTC"), int(m["rows"]), pd.Timestamp(m["updated_ns"], tz="UTC"))
+                        pd.Timestamp(m["last_ns"], tz="UTC"), int(m["rows"]), pd.Timestamp(m["updated_ns"], tz="UTC"),
+                        m["file"])
 
 
 class Catalog:
@@ -149,7 +155,7 @@ class Catalog:
                 stmt = upsert(market_catalog)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=list(_KEY),
-                    set_={k: stmt.excluded[k] for k in ("first_ns", "last_ns", "rows", "updated_ns")})
+                    set_={k: stmt.excluded[k] for k in ("first_ns", "last_ns", "rows", "updated_ns", "file")})
                 conn.execute(stmt, rows)
             else:  # pragma: no cover - other databases: delete, then insert
                 for chunk in _chunks(rows, _IN_CHUNK):
@@ -200,6 +206,13 @@ class Catalog:
             stmt = stmt.offset(int(offset))
         with self.engine.connect() as conn:
             return [_entry(r) for r in conn.execute(stmt)]
+
+    def summary(self) -> list[tuple[str, str, int]]:
+        """(source, frequency, number of series) of everything stored, sorted (one grouped query)."""
+        stmt = (select(_c.source, _c.frequency, func.count()).group_by(_c.source, _c.frequency)
+                .order_by(_c.source, _c.frequency))
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], int(r[2])) for r in conn.execute(stmt)]
 
     def count(self, source: str | None = None, frequency: str | None = None, prefix: str | None = None) -> int:
         """Number of rows matching the filters."""

@@ -78,7 +78,7 @@ def _days(name: str, raw: str) -> float:
 
 def parse_bytes(name: str, raw: str) -> int:
     """Parse ``512MiB``, ``2GB``, ``1048576`` into bytes; ConfigError naming ``name`` otherwise."""
-    m = _SIZE_RE.match(raw)
+    m = _SIZE_RE.fullmatch(raw)
     if not m:
         raise ConfigError(f"{name} must be a size such as 512MiB or 2GB, got {raw!r}", {"variable": name})
     unit = (m.group(2) or "").upper().rstrip("B")

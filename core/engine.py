@@ -26,7 +26,7 @@ from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
 from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn
 from .jsonsafe import json_scalar
-from .loaders import BarsLoader, PanelLoader
+from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns
 from .panel import MarketPanel, to_panel
 from .plan import (
@@ -304,6 +304,9 @@ class Engine:
             "stage_seconds": {k: round(v, 6) for k, v in ex.seconds.items()},
             "elapsed_s": round(time.perf_counter() - t0, 6),
         }
+        without = (loader.symbols_without_data(plan.data.symbols) if isinstance(loader, PanelLoader)
+                   else self.data_service.symbols_without_data(plan.data))
+        info["data"] = data_info(plan.data, ex.calendar, without)
         if progress:
             progress(1.0, "done")
         return BacktestResult(spec, table, ex.details, info, list(plan.grid), wanted, artifact=artifact)

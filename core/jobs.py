@@ -192,6 +192,7 @@ class JobManager:
             raise SpecError("params" if k > 1 else "symbols",
                             f"{n_columns} columns ({n_symbols} symbols × {k} combinations) exceed the limit "
                             f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
+        self.engine.data_service.check_spec(spec)  # source, symbols, benchmark, range: catalog + source, no fetch
         return spec, {"strategy": strategy.name, "n_symbols": n_symbols, "n_columns": n_columns}
 
     def _universe_size(self, spec: BacktestSpec) -> int:

@@ -1,8 +1,10 @@
 """Bar loaders: how a stage gets the bars of its symbols, on the run's calendar.
 
-- `StoreLoader` reads each symbol's partition file from the market-data store root named in
-  the plan (`marketdata.read_symbol_arrays`; a directory or a bucket) — what cluster workers
-  use, so bars never pass through the server or the scheduler.
+- `StoreLoader` reads each symbol's file from the market-data store root named in the plan
+  (`marketdata.read_symbol_arrays`; a directory or a bucket) — the version of the series the
+  plan names (`DataSelection.files`), once, whole, so a re-upload during the run changes
+  nothing it reads — what cluster workers use, so bars never pass through the server or the
+  scheduler.
 - `PanelLoader` serves bars given in memory (`run_backtest(spec, data)`).
 
 The calendar of a run is the union of the timestamps within [lo, hi] at which at least one
@@ -92,6 +94,17 @@ def benchmark_returns(series: Series, calendar: np.ndarray) -> np.ndarray:
     return r
 
 
+def data_info(data: DataSelection, calendar: Calendar, without: Sequence[str]) -> dict[str, object]:
+    """What a result's ``info.data`` says of the bars a run used: the source (None: bars given in
+    memory), frequency, adjustment, the first and last bar of the run's calendar, and the symbols
+    that had no bar in the run's range (``without``)."""
+    index = calendar.index
+    return {"source": data.source, "frequency": data.frequency, "adjusted": data.adjusted,
+            "first_bar": index[0].isoformat() if len(index) else None,
+            "last_bar": index[-1].isoformat() if len(index) else None,
+            "symbols_without_data": list(without)}
+
+
 class StoreLoader:
     """Reads symbols from the store root a plan names (threads: pyarrow releases the GIL)."""
 
@@ -99,13 +112,15 @@ class StoreLoader:
         if data.source is None or data.root is None:
             raise DataError("this run's bars were given in memory; a store loader cannot read them", None)
         self.data = data
+        self.files = {s: f or None for s, f in data.files}
         self.threads = threads or min(8, 2 * (os.cpu_count() or 1))
 
     def series(self, symbols: Sequence[str]) -> list[Series]:
         d = self.data
 
         def read(sym: str) -> Series:
-            return read_symbol_arrays(d.root or "", d.source or "", d.frequency, sym, d.lo_ns, d.hi_ns, d.adjusted)
+            return read_symbol_arrays(d.root or "", d.source or "", d.frequency, sym, d.lo_ns, d.hi_ns, d.adjusted,
+                                      self.files.get(sym))
 
         if len(symbols) <= 1:
             return [read(s) for s in symbols]
@@ -127,6 +142,11 @@ class PanelLoader:
         self._rows = rows
         self._ns = ns[rows]
         self._pos = {s: i for i, s in enumerate(panel.symbols)}
+
+    def symbols_without_data(self, symbols: Sequence[str]) -> list[str]:
+        """Those of ``symbols`` with no close within [lo, hi]."""
+        closes = self.panel.close[self._rows]
+        return [s for s in symbols if s in self._pos and not np.isfinite(closes[:, self._pos[s]]).any()]
 
     def series(self, symbols: Sequence[str]) -> list[Series]:
         missing = [s for s in symbols if s not in self._pos]

@@ -5,7 +5,7 @@ S3-compatible bucket (``s3://bucket/prefix``) — ``GPU_BACKTEST_MARKET_ROOT``, 
 ``<data dir>/market``. Servers and commands write there (uploads, fetches); cluster workers
 read their partitions from there with `read_symbol_arrays`. Layout under the root::
 
-    <source>/<frequency>/symbol=<SYMBOL>/bars.parquet     one file per series (hive-partitioned)
+    <source>/<frequency>/symbol=<SYMBOL>/bars-<content hash>.parquet     one file per version of a series
 
 One file per symbol was kept after measuring it against files holding a bucket of 500 symbols,
 at 20,000 symbols (bench/layout.py; bench/RESULTS.md, "Market data layout and import (issue
@@ -14,25 +14,38 @@ one symbol ~20× and 500 scattered symbols ~2× slower, and every incremental fe
 would rewrite its bucket — a read-modify-write that two servers updating two symbols of one
 bucket would race.
 
-The catalog (symbols, first/last bar, rows, updated) is the ``market_catalog`` table of the job
-database (`core.catalog`), never a file under the root.
+The catalog (symbols, first/last bar, rows, updated, and the *file* of the current version) is
+the ``market_catalog`` table of the job database (`core.catalog`), never a file under the root.
+
+**Versions.** A series is never overwritten: each write puts the bars in a new file named by
+the hash of its content (`version_name`), then switches the series' catalog row to it, in one
+transaction with the other rows of the batch. A reader opens the file the catalog (or a run
+plan, `DataSelection.files`) names, once, whole: it sees the old bars or the new ones, never a
+mix, and the row always describes the file it names, however many writers race. A file the
+catalog no longer names is *superseded*; a write removes the superseded files of the series it
+wrote once a newer file has existed for `SUPERSEDED_GRACE_S` (default one day: longer than a
+job runs, so a plan made before a re-upload still finds its files). Series written before
+versions existed live in ``bars.parquet`` (catalog ``file`` NULL) and are read there until
+their next write.
 
 - Names are validated before they touch a path: sources ``[a-z][a-z0-9_]*``, frequencies
-  from a fixed list, symbols by `check_symbol`'s strict pattern.
-- Writes are atomic (`core.storage.write_table`); the catalog row is updated after the file
-  is in place. A failed write leaves the previous data intact. `write_many` writes many series
-  on a few threads and their catalog rows in one transaction, and puts the previous files
-  back if any write fails.
+  from a fixed list, symbols by `check_symbol`'s strict pattern, version files by `FILE_RE`
+  (all matched whole: `re.fullmatch`).
+- A failed write leaves the previous data as it was: the files it wrote are removed, the
+  catalog is untouched. `write_many` writes many series on a few threads and their catalog rows
+  in one transaction.
 - Timestamps are UTC; columns open, high, low, close, volume (+ adjusted fields, dividends,
   splits when the source has them).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import re
-import uuid
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +54,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from . import storage
@@ -63,6 +78,7 @@ __all__ = [
     "panel_from_arrays",
     "read_symbol_arrays",
     "series_key",
+    "version_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,7 +87,10 @@ SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 OPTIONAL = ("adj_open", "adj_high", "adj_low", "adj_close", "adj_volume", "dividend", "split")
 #: Threads reading or writing series files (pyarrow and the filesystem release the GIL).
 IO_THREADS = min(16, 4 * (os.cpu_count() or 1))
-BARS_FILE = "bars.parquet"
+BARS_FILE = "bars.parquet"  # the one file of a series written before versions (catalog ``file`` NULL)
+FILE_RE = re.compile(r"bars-[0-9a-f]{32}\.parquet")
+#: How long a superseded version is kept after a newer one was written (see the module docstring).
+SUPERSEDED_GRACE_S = 24 * 3600.0
 #: How a series file is encoded: zstd, and no dictionary pages (prices and timestamps hardly repeat;
 #: a dictionary attempt made encoding 2.5× and decoding 1.6× slower and the file 20 % larger).
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False}
@@ -79,7 +98,7 @@ PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": Fals
 
 def check_source(name: str) -> str:
     """Return ``name`` if it is a valid source name, else raise DataError."""
-    if not isinstance(name, str) or not SOURCE_RE.match(name):
+    if not isinstance(name, str) or not SOURCE_RE.fullmatch(name):
         raise DataError(f"invalid source name {name!r}: lower-case letters, digits and _ only", name)
     return name
 
@@ -91,9 +110,29 @@ def check_frequency(freq: str) -> str:
     return freq
 
 
-def series_key(source: str, symbol: str, frequency: str) -> str:
-    """The path of one series' file relative to the store root (names validated first)."""
-    return f"{check_source(source)}/{check_frequency(frequency)}/symbol={check_symbol(symbol)}/{BARS_FILE}"
+def series_dir(source: str, symbol: str, frequency: str) -> str:
+    """The directory of one series relative to the store root (names validated first)."""
+    return f"{check_source(source)}/{check_frequency(frequency)}/symbol={check_symbol(symbol)}"
+
+
+def series_key(source: str, symbol: str, frequency: str, file: str | None = None) -> str:
+    """The path of one version of a series relative to the store root: ``file`` (a `version_name`),
+    or ``bars.parquet`` when None (a series written before versions). Names validated first."""
+    if file is not None and not (isinstance(file, str) and FILE_RE.fullmatch(file)):
+        raise DataError(f"invalid series file name {file!r}", str(file))
+    return f"{series_dir(source, symbol, frequency)}/{file or BARS_FILE}"
+
+
+def version_name(data: bytes | pa.Buffer) -> str:
+    """The file name of a version: ``bars-<first 32 hex digits of the sha256 of its bytes>.parquet``
+    (the same bars, encoded alike, get the same name: a plan's hash follows the data)."""
+    return f"bars-{hashlib.sha256(memoryview(data)).hexdigest()[:32]}.parquet"
+
+
+def _encode(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    return sink.getvalue()
 
 
 def canonical_frame(df: pd.DataFrame, where: str = "bars") -> pd.DataFrame:
@@ -176,13 +215,15 @@ class MarketDataStore:
     `core.jobstore.default_url`), an `Engine`, or a `Catalog`.
     """
 
-    def __init__(self, root_uri: str | os.PathLike[str], catalog: str | Engine | Catalog) -> None:
+    def __init__(self, root_uri: str | os.PathLike[str], catalog: str | Engine | Catalog,
+                 grace_s: float = SUPERSEDED_GRACE_S) -> None:
         root = storage.check_uri(root_uri)
         self.root_uri: str = root.uri
         self._local: Path | None = Path(root.path) if root.is_local else None
         if self._local is not None:
             self._local.mkdir(parents=True, exist_ok=True)
         self.catalog_db: Catalog = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
+        self.grace_s = float(grace_s)
 
     def __repr__(self) -> str:
         return f"MarketDataStore({self.root_uri!r}, {self.catalog_db!r})"
@@ -205,34 +246,36 @@ class MarketDataStore:
         return self._local
 
     def location(self, source: str, symbol: str, frequency: str) -> str:
-        """Where one series' file is: a path (local root) or an ``s3://`` URI (names validated)."""
-        return storage.join(self.root_uri, series_key(source, symbol, frequency))
+        """Where the current version of one series is: a path (local root) or an ``s3://`` URI, as
+        the catalog names it (NotFoundError when the series is not stored)."""
+        return storage.join(self.root_uri, series_key(source, symbol, frequency, self._file(source, symbol, frequency)))
 
     def path(self, source: str, symbol: str, frequency: str) -> Path:
-        """The file of one series in a local store (see `location` for any root)."""
-        return self.root / series_key(source, symbol, frequency)
+        """The current file of one series in a local store (see `location` for any root)."""
+        return self.root / series_key(source, symbol, frequency, self._file(source, symbol, frequency))
+
+    def _file(self, source: str, symbol: str, frequency: str) -> str | None:
+        entry = self.entry(source, symbol, frequency)
+        if entry is None:
+            raise NotFoundError(f"no {frequency} bars stored for {symbol} from {source}",
+                                {"source": source, "symbol": symbol, "frequency": frequency})
+        return entry.file
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, source: str, symbol: str, frequency: str, df: pd.DataFrame | pa.Table) -> CatalogEntry:
-        """Replace the stored series with ``df`` (a canonical frame or table), atomically."""
-        uri = self.location(source, symbol, frequency)
-        table = canonical_table(df, f"{source}/{symbol}")
-        if not len(table):
-            raise DataError(f"{source}/{symbol}: no bars to store", symbol)
-        storage.write_table(uri, table, **PARQUET_OPTIONS)
-        entry = _entry_of(source, symbol, frequency, table, pd.Timestamp.now(tz="UTC"))
-        self.catalog_db.put(entry)
-        return entry
+        """Replace the stored series with ``df`` (a canonical frame or table): a new version."""
+        return self.write_many(source, frequency, {symbol: df})[0]
 
     def write_many(self, source: str, frequency: str,
                    frames: Mapping[str, pd.DataFrame | pa.Table]) -> list[CatalogEntry]:
-        """Replace the stored series of every symbol in ``frames``, all or nothing (best effort).
+        """Replace the stored series of every symbol in ``frames``, all or nothing.
 
         ``frames`` maps symbols to canonical frames or tables (`canonical_table`). Every one is
-        checked first (nothing is written if one is invalid); the files are
-        written on `IO_THREADS` threads, then the catalog rows in one transaction. If a write
-        or the catalog update fails, the series already written are put back as they were
-        (previous file restored, or removed when there was none) before the error propagates.
+        checked first (nothing is written if one is invalid); each is written as a new version
+        file on `IO_THREADS` threads, then the catalog rows are switched to them in one
+        transaction. If a write or the catalog update fails, the files this call wrote are
+        removed (the catalog still names the previous versions, untouched) before the error
+        propagates. Then superseded versions past the grace period are removed (`_prune`).
         Returns the entries in the order of ``frames``.
         """
         check_source(source)
@@ -246,65 +289,96 @@ class MarketDataStore:
             checked[sym] = table
         if not checked:
             return []
-        existing = self._existing_files(source, frequency, list(checked))
-        token = uuid.uuid4().hex[:12]
-        backups: dict[str, str] = {}
-        written: list[str] = []
+        written: dict[str, str] = {}
         now = pd.Timestamp.now(tz="UTC")
 
-        def backup(sym: str) -> None:
-            uri = self.location(source, sym, frequency)
-            copy = storage.join(self.root_uri, source, frequency, f"symbol={sym}", f".tmp-{token}-{BARS_FILE}")
-            if storage.copy(uri, copy):
-                backups[sym] = copy
-
         def put(sym: str) -> CatalogEntry:
-            self._write_file(source, sym, frequency, checked[sym])
-            written.append(sym)
-            return _entry_of(source, sym, frequency, checked[sym], now)
+            file = self._write_file(source, sym, frequency, checked[sym])
+            written[sym] = file
+            return dataclasses.replace(_entry_of(source, sym, frequency, checked[sym], now), file=file)
 
         try:
-            with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-                list(pool.map(backup, [s for s in checked if s in existing]))
+            with ThreadPoolExecutor(max_workers=max(1, min(IO_THREADS, len(checked)))) as pool:
                 entries = list(pool.map(put, checked))
             self.catalog_db.put_many(entries)
         except BaseException:
-            self._restore(source, frequency, written, backups)
+            self._discard(source, frequency, written)
             raise
-        finally:
-            for copy in backups.values():
-                _quietly(storage.delete, copy)
+        self._prune(source, frequency, list(checked))
         return entries
 
-    def _existing_files(self, source: str, frequency: str, symbols: list[str]) -> set[str]:
-        """Those of ``symbols`` whose file exists (whatever the catalog says): one listing of the
-        (source, frequency) prefix for many symbols, one existence check each for a few."""
-        if len(symbols) > 64:
-            listed = storage.list_files(storage.join(self.root_uri, source, frequency))
-            present = {f.removeprefix("symbol=").removesuffix(f"/{BARS_FILE}") for f in listed
-                       if f.startswith("symbol=") and f.endswith(f"/{BARS_FILE}") and f.count("/") == 1}
-            return present.intersection(symbols)
-        with ThreadPoolExecutor(max_workers=max(1, min(IO_THREADS, len(symbols)))) as pool:
-            found = pool.map(lambda s: storage.exists(self.location(source, s, frequency)), symbols)
-            return {s for s, there in zip(symbols, found, strict=True) if there}
+    def _write_file(self, source: str, symbol: str, frequency: str, table: pa.Table) -> str:
+        """Write one version of a series (no catalog row); returns its file name. `write_many`'s unit
+        of work."""
+        data = _encode(table)
+        file = version_name(data)
+        storage.write_bytes(storage.join(self.root_uri, series_key(source, symbol, frequency, file)), data)
+        return file
 
-    def _write_file(self, source: str, symbol: str, frequency: str, table: pa.Table) -> None:
-        """Write one series' file (no catalog row); `write_many`'s unit of work."""
-        storage.write_table(self.location(source, symbol, frequency), table, **PARQUET_OPTIONS)
+    def _discard(self, source: str, frequency: str, written: Mapping[str, str]) -> None:
+        """Remove the files a failed write made, except any the catalog names (the same bars were
+        stored already: the same content hash)."""
+        try:
+            named = {s: e.file for s, e in self.entries(source, frequency, list(written)).items()}
+        except Exception:  # pragma: no cover - the database is what failed: remove them all
+            named = {}
+        for sym, file in written.items():
+            if named.get(sym) != file:
+                _quietly(storage.delete, storage.join(self.root_uri, series_key(source, sym, frequency, file)))
 
-    def _restore(self, source: str, frequency: str, written: Sequence[str], backups: Mapping[str, str]) -> None:
-        for sym in written:
-            uri = self.location(source, sym, frequency)
-            try:
-                if sym in backups:
-                    storage.copy(backups[sym], uri)
-                else:
-                    storage.delete(uri)
-            except Exception:  # pragma: no cover - best effort
-                log.exception("could not restore %s/%s/%s after a failed write", source, sym, frequency)
+    def _prune(self, source: str, frequency: str, symbols: Sequence[str]) -> None:
+        """Remove the superseded versions of ``symbols``: files the catalog does not name, of which a
+        newer file has existed for longer than the grace period. Best effort: never fails a write."""
+        try:
+            current = {s: e.file or BARS_FILE for s, e in self.entries(source, frequency, symbols).items()}
+            by_symbol = self._version_files(source, frequency, symbols)
+            horizon = time.time() - self.grace_s
+            doomed: list[str] = []
+            for sym, files in by_symbol.items():
+                if sym not in current:
+                    continue
+                # a file is superseded for long enough when a newer one was written before the horizon
+                newest_old = max((m for _, m in files if m <= horizon), default=None)
+                if newest_old is None:
+                    continue
+                doomed += [storage.join(self.root_uri, series_dir(source, sym, frequency), name)
+                           for name, m in files if m < newest_old and name != current[sym]]
+            if doomed:
+                with ThreadPoolExecutor(max_workers=max(1, min(IO_THREADS, len(doomed)))) as pool:
+                    list(pool.map(lambda uri: _quietly(storage.delete, uri), doomed))
+        except Exception:  # pragma: no cover - cleanup only
+            log.warning("could not remove superseded versions under %s/%s", source, frequency, exc_info=True)
+
+    def _version_files(self, source: str, frequency: str,
+                       symbols: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        """(file name, modification time in s) of every version file of ``symbols``: one listing of
+        the (source, frequency) prefix for many symbols, one of each directory for a few."""
+        fs, root = storage.filesystem(self.root_uri)
+        wanted = set(symbols)
+        out: dict[str, list[tuple[str, float]]] = {}
+
+        def listing(rel: str) -> list[pafs.FileInfo]:
+            path = f"{root.path.rstrip('/')}/{rel}"
+            return fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+
+        if len(wanted) > 64:
+            infos = listing(f"{check_source(source)}/{check_frequency(frequency)}")
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, min(IO_THREADS, len(wanted)))) as pool:
+                infos = [i for part in pool.map(lambda s: listing(series_dir(source, s, frequency)), sorted(wanted))
+                         for i in part]
+        for info in infos:
+            if info.type != pafs.FileType.File or info.mtime is None:
+                continue
+            name = info.base_name
+            parent = info.path.replace(os.sep, "/").rsplit("/", 2)[-2]
+            sym = parent.removeprefix("symbol=")
+            if parent.startswith("symbol=") and sym in wanted and (name == BARS_FILE or FILE_RE.fullmatch(name)):
+                out.setdefault(sym, []).append((name, info.mtime.timestamp()))
+        return out
 
     def merge(self, source: str, symbol: str, frequency: str, df: pd.DataFrame) -> CatalogEntry:
-        """Upsert ``df`` into the stored series (new bars win on equal timestamps)."""
+        """Upsert ``df`` into the stored series (new bars win on equal timestamps): a new version."""
         new = canonical_frame(df, f"{source}/{symbol}")
         if self.entry(source, symbol, frequency) is None:
             return self.write(source, symbol, frequency, new)
@@ -314,10 +388,12 @@ class MarketDataStore:
         return self.write(source, symbol, frequency, both)
 
     def delete(self, source: str, symbol: str, frequency: str) -> None:
-        """Remove one series (file and catalog row)."""
-        uri = self.location(source, symbol, frequency)
-        storage.delete(uri)
+        """Remove one series: its catalog row, then every version file of it."""
+        directory = storage.join(self.root_uri, series_dir(source, symbol, frequency))
         self.catalog_db.delete(source, symbol, frequency)
+        for name in storage.list_files(directory):
+            if "/" not in name and (name == BARS_FILE or FILE_RE.fullmatch(name)):
+                _quietly(storage.delete, storage.join(directory, name))
 
     # -- reading ----------------------------------------------------------------------------
     def entry(self, source: str, symbol: str, frequency: str) -> CatalogEntry | None:
@@ -338,7 +414,7 @@ class MarketDataStore:
         return self.catalog_db.count(source, frequency, prefix)
 
     def read(self, source: str, symbol: str, frequency: str, start: Any = None, end: Any = None) -> pd.DataFrame:
-        """One stored series as a canonical frame, optionally cut to [start, end]."""
+        """The current version of one stored series as a canonical frame, optionally cut to [start, end]."""
         uri = self.location(source, symbol, frequency)
         try:
             table = storage.read_table(uri)
@@ -364,37 +440,60 @@ class MarketDataStore:
         """
         for sym in symbols:
             series_key(source, sym, frequency)
+        stored = self.entries(source, frequency, symbols)
+        missing = [s for s in symbols if s not in stored]
+        if missing:
+            raise DataError(_no_data(source, frequency, missing), ",".join(missing))
         lo = _utc(start).value if start is not None else None
         hi = _end_utc(end).value if end is not None else None
-        series = read_many(self.root_uri, source, frequency, symbols, lo, hi, adjusted)
+        series = read_many(self.root_uri, source, frequency, symbols, lo, hi, adjusted,
+                           files=[stored[s].file for s in symbols])
         return panel_from_arrays(list(symbols), series)
 
 
+def _no_data(source: str, frequency: str, missing: Sequence[str]) -> str:
+    return (f"no {frequency} data from {source} for: {', '.join(missing[:20])}"
+            + (f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""))
+
+
 def read_symbol_arrays(root: str, source: str, frequency: str, symbol: str, lo: int | None, hi: int | None,
-                       adjusted: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                       adjusted: bool, file: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One stored series as (int64 UTC ns timestamps, {field: float64 array}) within [lo, hi].
 
     What a cluster worker calls to read its partition: ``root`` is the store's root URI
     (`MarketDataStore.root_uri`: a directory or ``s3://bucket/prefix``; S3 is configured from
-    the worker's AWS variables), the rest names the series. Raises DataError naming the symbol
-    when nothing is stored for it. Needs no database: the path follows from the names."""
-    series = _read_series(storage.join(root, series_key(source, symbol, frequency)), lo, hi, adjusted)
+    the worker's AWS variables), the rest names the series; ``file`` is the version the run's
+    plan names (`DataSelection.files`; None: ``bars.parquet``, a series stored before versions).
+    The file is read once, whole. Raises DataError naming the symbol when it is not there. Needs
+    no database: the plan carries the file names."""
+    series = _read_series(storage.join(root, series_key(source, symbol, frequency, file)), lo, hi, adjusted)
     if series is None:
-        raise DataError(f"no {frequency} data from {source} for: {symbol}", symbol)
+        raise DataError(_gone(source, frequency, symbol, file), symbol)
     return series
 
 
+def _gone(source: str, frequency: str, symbol: str, file: str | None) -> str:
+    if file is None:
+        return _no_data(source, frequency, [symbol])
+    return (f"the {frequency} bars of {symbol} from {source} that this run was planned on ({file}) are gone: "
+            "the series was replaced and the old version removed; run it again")
+
+
 def read_many(root: str, source: str, frequency: str, symbols: Sequence[str], lo: int | None, hi: int | None,
-              adjusted: bool, threads: int = IO_THREADS) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """`read_symbol_arrays` for many symbols on a thread pool, in order; one DataError naming every
-    symbol that is not stored."""
-    uris = [storage.join(root, series_key(source, sym, frequency)) for sym in symbols]
+              adjusted: bool, threads: int = IO_THREADS,
+              files: Sequence[str | None] | None = None) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """`read_symbol_arrays` for many symbols (``files``: each one's version, as there) on a thread
+    pool, in order; one DataError naming every symbol that is not there."""
+    names = list(files) if files is not None else [None] * len(symbols)
+    uris = [storage.join(root, series_key(source, sym, frequency, f)) for sym, f in zip(symbols, names, strict=True)]
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
         series = list(pool.map(lambda uri: _read_series(uri, lo, hi, adjusted), uris))
     missing = [s for s, got in zip(symbols, series, strict=True) if got is None]
+    if len(missing) == 1:
+        f = names[list(symbols).index(missing[0])]
+        raise DataError(_gone(source, frequency, missing[0], f), missing[0])
     if missing:
-        raise DataError(f"no {frequency} data from {source} for: {', '.join(missing[:20])}"
-                        + (f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""), ",".join(missing))
+        raise DataError(_no_data(source, frequency, missing), ",".join(missing))
     return series  # type: ignore[return-value]
 
 

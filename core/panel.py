@@ -37,7 +37,7 @@ SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,31}$")
 
 def check_symbol(symbol: str) -> str:
     """Return ``symbol`` if it matches the strict symbol pattern, else raise DataError."""
-    if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol) or ".." in symbol:
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol) or ".." in symbol:
         raise DataError(f"invalid symbol {symbol!r}: letters, digits and . _ ^ = - only, at most 32", symbol)
     return symbol
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 PLAN_VERSION = 1
-STORE_LAYOUT = "symbol-files/v1"  # <root>/<source>/<frequency>/symbol=<SYMBOL>/bars.parquet
+STORE_LAYOUT = "symbol-files/v1"  # <root>/<source>/<frequency>/symbol=<SYMBOL>/<file> (DataSelection.files)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class DataSelection:
     hi_ns: int | None  # last timestamp included (UTC ns), None: to the last stored bar
     root: str | None = None  # the market-data store root (directory or s3:// URI)
     layout: str = STORE_LAYOUT
+    # (symbol, file) of the version of each series this plan reads (core.marketdata: series are
+    # versioned files named in the catalog): one per symbol in ``symbols`` order, then one for the
+    # benchmark when there is one; "" or no entry: bars.parquet (a series stored before versions)
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,14 +107,18 @@ class RunPlan:
             raise ValueError(f"run plan version {doc.get('version')!r}; this build reads {PLAN_VERSION}")
         data = dict(doc["data"])
         data["symbols"] = tuple(data["symbols"])
+        data["files"] = tuple((str(s), str(f)) for s, f in data.get("files", ()))
         return cls(strategy=StrategyRef(**doc["strategy"]), spec=doc["spec"], grid=doc["grid"],
                    data=DataSelection(**data), partitions=tuple(Partition(**p) for p in doc["partitions"]),
                    version=doc["version"], hash=doc.get("hash", ""))
 
     def task(self, p: Partition) -> PartitionTask:
         """The slim task of partition ``p``: this plan without the other partitions' symbols."""
-        return PartitionTask(self.hash, self.strategy, self.spec, self.grid, replace(self.data, symbols=()), p,
-                             self.data.symbols[p.start:p.stop])
+        files = self.data.files
+        if files:  # this partition's symbols' files, and the benchmark's
+            files = files[p.start:p.stop] + files[len(self.data.symbols):]
+        return PartitionTask(self.hash, self.strategy, self.spec, self.grid,
+                             replace(self.data, symbols=(), files=files), p, self.data.symbols[p.start:p.stop])
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from .specfields import (
     take,
 )
 from .strategy import Strategy
+from .timeutil import end_bound_utc, to_utc
 
 FILLS = ("close", "next_open")
 DIRECTIONS = ("long", "short", "both")
@@ -63,6 +64,11 @@ def _no_extra(doc: Mapping[str, Any], allowed: set[str], path: str) -> None:
             raise SpecError(where, f"unknown field; allowed: {', '.join(sorted(allowed))}")
 
 
+#: The dates a spec may name: what an int64 count of nanoseconds holds (pandas' Timestamp range), in whole days.
+DATE_MIN = pd.Timestamp("1677-09-22", tz="UTC")
+DATE_MAX = pd.Timestamp("2262-04-10", tz="UTC")
+
+
 def _timestamp(v: Any, path: str) -> str | None:
     if v is None:
         return None
@@ -74,6 +80,11 @@ def _timestamp(v: Any, path: str) -> str | None:
         raise SpecError(path, f"is not a date: {v!r}") from None
     if ts is pd.NaT:
         raise SpecError(path, f"is not a date: {v!r}")
+    try:  # the store and the engine count time in int64 UTC nanoseconds
+        _ = to_utc(ts).value, end_bound_utc(v).value
+    except (OverflowError, ValueError):  # (pandas' OutOfBoundsDatetime is a ValueError)
+        raise SpecError(path, f"{v!r} is outside the dates this service can hold "
+                              f"({DATE_MIN.date()} … {DATE_MAX.date()})") from None
     return v
 
 
@@ -272,7 +283,7 @@ class BacktestSpec:
             if not isinstance(symbols, list) or not symbols:
                 raise SpecError("symbols", "must be a non-empty list of symbol names")
             for i, s in enumerate(symbols):
-                if not isinstance(s, str) or not SYMBOL_RE.match(s) or ".." in s:
+                if not isinstance(s, str) or not SYMBOL_RE.fullmatch(s) or ".." in s:
                     raise SpecError(f"symbols[{i}]", f"must be a symbol name (letters, digits, . _ ^ = -), "
                                                      f"got {s!r}")
             if len(set(symbols)) != len(symbols):
@@ -282,7 +293,7 @@ class BacktestSpec:
         frequency = rule_of(cls, "frequency").check(d.get("frequency", "1d"), "frequency")
         start = _timestamp(d.get("start"), "start")
         end = _timestamp(d.get("end"), "end")
-        if start and end and pd.Timestamp(start) > pd.Timestamp(end):
+        if start and end and to_utc(start) > to_utc(end):  # (naive dates are UTC: never compared with aware ones)
             raise SpecError("end", "is before start")
         callback = rule_of(cls, "callback_url").check(d.get("callback_url"), "callback_url")
         return cls(

@@ -143,7 +143,8 @@ def check_uri(uri: str | os.PathLike[str]) -> Root:
             raise InvalidStorageURI(raw, "a file:// URI needs an absolute path: file:///path")
         return _local_root(raw, unquote(parts.path))
     bucket = parts.netloc
-    if not BUCKET_RE.match(bucket) or ".." in bucket or ".-" in bucket or "-." in bucket or _IP_RE.match(bucket):
+    if (not BUCKET_RE.fullmatch(bucket) or ".." in bucket or ".-" in bucket or "-." in bucket
+            or _IP_RE.fullmatch(bucket)):
         raise InvalidStorageURI(raw, f"{bucket!r} is not a valid bucket name (3-63 lower-case letters, digits, "
                                      "'.' and '-', starting and ending with a letter or digit)")
     segments = parts.path.split("/")
@@ -154,7 +155,7 @@ def check_uri(uri: str | os.PathLike[str]) -> Root:
     for seg in segments:
         if seg in ("", ".", ".."):
             raise InvalidStorageURI(raw, "empty, '.' and '..' path segments are not allowed")
-        if not _KEY_SEGMENT_RE.match(seg):
+        if not _KEY_SEGMENT_RE.fullmatch(seg):
             raise InvalidStorageURI(raw, f"path segment {seg!r} has characters not allowed in a key")
     key = "/".join(segments)
     path = f"{bucket}/{key}" if key else bucket
@@ -182,7 +183,7 @@ def join(uri: str | os.PathLike[str], *parts: str) -> str:
     segments: list[str] = []
     for part in parts:
         for seg in str(part).split("/"):
-            if seg in ("", ".", "..") or not _KEY_SEGMENT_RE.match(seg):
+            if seg in ("", ".", "..") or not _KEY_SEGMENT_RE.fullmatch(seg):
                 raise InvalidStorageURI(f"{root.uri}/{part}", f"bad path segment {seg!r}")
             segments.append(seg)
     if not segments:

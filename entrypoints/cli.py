@@ -119,7 +119,8 @@ def cmd_data_sources(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     for s in sources:
-        print(f"{s['name']}: {s['description']} (frequencies: {', '.join(s['frequencies'])}; "
+        kind = "upload collection; " if s.get("collection") else ""
+        print(f"{s['name']}: {s['description']} ({kind}frequencies: {', '.join(s['frequencies'])}; "
               f"{s['stored_series']} stored series)")
     return 0
 
@@ -263,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     di = dsub.add_parser("import", help="validate and store a CSV/Parquet file")
     di.add_argument("file")
     di.add_argument("--symbol", help="the symbol (default: the file stem, or the file's symbol column)")
-    di.add_argument("--source", default="upload", help="source name to store under (default upload)")
+    di.add_argument("--source", default="upload",
+                    help="upload (default), or a collection name of yours (any name no plugin owns: "
+                         "synthetic and tiingo are refused); the collection is then a spec's source")
     di.add_argument("--frequency", default="1d")
     di.add_argument("--json", action="store_true")
     di.set_defaults(func=cmd_data_import)

@@ -458,18 +458,27 @@ async def test_idempotent_resubmission(client: CheckedClient) -> None:
 
 
 async def test_failed_jobs_report_their_error(client: CheckedClient) -> None:
+    # what the catalog and the source can tell is refused at submit (tests/test_data_honesty.py) ...
+    err = await error_of(await client.post("/backtest", json={**SINGLE, "source": "upload",
+                                                              "symbols": ["NOSUCHSYMBOL"]}), 422, "invalid_spec")
+    assert err["details"]["field"] == "symbols[0]" and "NOSUCHSYMBOL" in err["message"]
+    err = await error_of(await client.post("/backtest", json={**SINGLE, "start": "1990-01-01", "end": "1995-06-30"}),
+                         422, "invalid_spec")
+    assert err["details"]["field"] == "end"
+    # ... what only the run finds fails the job: the stored file of a series is gone from the root
+    await ok_json(await client.post("/data/upload", data=upload_form(bars_csv(80), symbol="GONE")), 201)
+    store = client.app[K.DATA].store
+    store.path("upload", "GONE", "1d").unlink()
     missing = await wait_job(client, (await submit(client, {**SINGLE, "source": "upload",
-                                                           "symbols": ["NOSUCHSYMBOL"]}))["job_id"])
-    no_bars = await wait_job(client, (await submit(client, {**SINGLE, "start": "1990-01-01",
-                                                           "end": "1995-06-30"}))["job_id"])
-    for doc, code, text in ((missing, "invalid_data", "NOSUCHSYMBOL"), (no_bars, "invalid_spec", "start")):
+                                                           "symbols": ["GONE"]}))["job_id"])
+    for doc, code, text in ((missing, "invalid_data", "GONE"),):
         assert doc["status"] == "failed" and doc["summary"] is None, doc
         assert set(doc["error"]) == {"code", "message", "details"} and doc["error"]["code"] == code, doc
         assert text in doc["error"]["message"] and "Traceback" not in json.dumps(doc)
         assert doc["started_at"] is not None and doc["finished_at"] is not None
         err = await error_of(await client.get(f"/backtest/{doc['job_id']}/results"), 409, "conflict")
         assert err["details"] == {"status": "failed"}
-    assert (await ok_json(await client.get("/backtest?status=failed")))["total"] == 2
+    assert (await ok_json(await client.get("/backtest?status=failed")))["total"] == 1
 
 
 async def test_concurrent_submissions(make_client: MakeClient) -> None:

@@ -237,13 +237,24 @@ def test_bad_spec_is_a_422_naming_the_field(client: BacktestClient) -> None:
     assert (info.value.status, info.value.code) == (404, "not_found")
 
 
-def test_failed_job_raises_the_servers_error(client: BacktestClient) -> None:
-    spec = {"strategy": "sma_crossover", "source": "upload", "symbols": ["NOT_UPLOADED"], "params": {"fast": 3}}
-    with pytest.raises(JobFailed) as info:
-        client.run(spec, poll=0.05, timeout=60)
+def test_failed_job_raises_the_servers_error(server: ServerProcess, client: BacktestClient) -> None:
+    from gpu_backtest.core.marketdata import MarketDataStore
+    from gpu_backtest.core.synthetic import gbm_panel_frame
+
+    # a series whose stored file vanished after it was catalogued: only the run finds out
+    store = MarketDataStore(server.data_dir / "market", f"sqlite:///{server.data_dir / 'jobs.sqlite'}")
+    store.write("upload", "VANISHED", "1d", gbm_panel_frame(1, 120, seed=3).drop(columns="symbol"))
+    store.path("upload", "VANISHED", "1d").unlink()
+    spec = {"strategy": "sma_crossover", "source": "upload", "symbols": ["VANISHED"], "params": {"fast": 3}}
+    try:
+        with pytest.raises(JobFailed) as info:
+            client.run(spec, poll=0.05, timeout=60)
+    finally:
+        store.delete("upload", "VANISHED", "1d")
+        store.close()
     err = info.value
     assert err.job["status"] == "failed" and err.code == err.job["error"]["code"] and err.message
-    assert "NOT_UPLOADED" in json.dumps(err.job["error"])
+    assert "VANISHED" in json.dumps(err.job["error"])
 
 
 def test_cancel_and_wait_timeout(client: BacktestClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,15 @@ def bars(n: int, start: str = "2020-01-01", seed: int = 0) -> pd.DataFrame:
                          "volume": rng.integers(1, 1000, n).astype(float)})
 
 
+def versioned(*dirs: str) -> list[str]:
+    """The pattern of the keys of one version file in each of ``dirs``, for `matches`."""
+    return [rf"market/{d}/bars-[0-9a-f]{{32}}\.parquet" for d in dirs]
+
+
+def matches(keys: list[str], patterns: list[str]) -> bool:
+    return len(keys) == len(patterns) and all(re.fullmatch(p, k) for p, k in zip(patterns, keys, strict=True))
+
+
 def long_csv(symbols: dict[str, pd.DataFrame]) -> bytes:
     frames = [b.assign(symbol=s, timestamp=b["timestamp"].dt.strftime("%Y-%m-%d")) for s, b in symbols.items()]
     return pd.concat(frames, ignore_index=True).to_csv(index=False).encode()
@@ -50,21 +60,23 @@ def test_upload_to_a_bucket_then_read_it_back(s3_server: S3Server, tmp_path: Pat
     parts = {"AAPL": bars(40, seed=1), "BRK.B": bars(30, "2020-02-03", seed=2), "ES=F": bars(25, seed=3)}
     entries = svc.import_file(long_csv(parts), filename="universe.csv")
     assert [(e.symbol, e.rows) for e in entries] == [("AAPL", 40), ("BRK.B", 30), ("ES=F", 25)]
-    assert s3_server.keys() == [f"market/upload/1d/symbol={s}/bars.parquet" for s in ("AAPL", "BRK.B", "ES=F")]
+    assert matches(s3_server.keys(), versioned(*(f"upload/1d/symbol={s}" for s in ("AAPL", "BRK.B", "ES=F"))))
     assert not (tmp_path / "data" / "market").exists()  # nothing local but the job database
     assert (tmp_path / "data" / "jobs.sqlite").exists()
 
     store = svc.store
     assert store.root_uri == s3_server.uri and not store.is_local
-    assert store.location("upload", "AAPL", "1d") == f"{s3_server.uri}/upload/1d/symbol=AAPL/bars.parquet"
+    file = store.entry("upload", "AAPL", "1d").file
+    assert store.location("upload", "AAPL", "1d") == f"{s3_server.uri}/upload/1d/symbol=AAPL/{file}"
     panel = store.load_panel("upload", ["AAPL", "BRK.B", "ES=F"], "1d")
     assert panel.close.shape[1] == 3
     np.testing.assert_array_equal(panel.close[:40, 0], parts["AAPL"]["close"].to_numpy())
-    ts, cols = read_symbol_arrays(s3_server.uri, "upload", "1d", "BRK.B", None, None, True)
+    brk = store.entry("upload", "BRK.B", "1d").file
+    ts, cols = read_symbol_arrays(s3_server.uri, "upload", "1d", "BRK.B", None, None, True, brk)
     assert np.array_equal(ts, parts["BRK.B"]["timestamp"].astype("datetime64[ns, UTC]").array.asi8)
     np.testing.assert_array_equal(cols["high"], parts["BRK.B"]["high"].to_numpy())
     lo, hi = int(ts[5]), int(ts[9])
-    ts_cut, cols_cut = read_symbol_arrays(s3_server.uri, "upload", "1d", "BRK.B", lo, hi, False)
+    ts_cut, cols_cut = read_symbol_arrays(s3_server.uri, "upload", "1d", "BRK.B", lo, hi, False, brk)
     assert len(ts_cut) == 5 and np.array_equal(cols_cut["close"], cols["close"][5:10])
     pd.testing.assert_frame_equal(store.read("upload", "ES=F", "1d"), parts["ES=F"], check_dtype=False)
     with pytest.raises(DataError, match="no 1d data from upload for: NOPE"):
@@ -82,7 +94,7 @@ def test_upload_to_a_bucket_then_read_it_back(s3_server: S3Server, tmp_path: Pat
     assert store.entry("upload", "AAPL", "1d").rows == 10
     store.delete("upload", "AAPL", "1d")
     assert store.entry("upload", "AAPL", "1d") is None
-    assert "market/upload/1d/symbol=AAPL/bars.parquet" not in s3_server.keys()
+    assert not [k for k in s3_server.keys() if k.startswith("market/upload/1d/symbol=AAPL/")]
 
 
 def test_reimport_to_a_bucket_restores_on_failure(s3_server: S3Server, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
@@ -100,7 +112,7 @@ def test_reimport_to_a_bucket_restores_on_failure(s3_server: S3Server, tmp_path:
     monkeypatch.setattr(store, "_write_file", failing)
     with pytest.raises(OSError, match="network down"):
         store.write_many("upload", "1d", {"AAA": bars(5, seed=3), "BBB": bars(5, seed=4), "CCC": bars(5)})
-    assert s3_server.keys() == keys  # backups removed, CCC never created
+    assert s3_server.keys() == keys  # the new versions removed, CCC never created
     for s, frame in old.items():
         pd.testing.assert_frame_equal(store.read("upload", s, "1d"), frame)
         assert store.entry("upload", s, "1d").rows == 20
@@ -112,7 +124,7 @@ def test_cli_import_into_a_bucket(s3_server: S3Server, tmp_path: Path) -> None: 
     env = {**os.environ, "GPU_BACKTEST_DATA_DIR": str(tmp_path / "data"), "GPU_BACKTEST_MARKET_ROOT": s3_server.uri}
     r = subprocess.run([CLI, "data", "import", str(path)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert s3_server.keys() == ["market/upload/1d/symbol=AAA/bars.parquet", "market/upload/1d/symbol=BBB/bars.parquet"]
+    assert matches(s3_server.keys(), versioned("upload/1d/symbol=AAA", "upload/1d/symbol=BBB"))
     r = subprocess.run([CLI, "data", "symbols", "--source", "upload"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert "AAA" in r.stdout and "BBB" in r.stdout
@@ -135,7 +147,7 @@ async def test_http_upload_into_a_bucket(s3_server: S3Server, tmp_path: Path, ai
     resp = await client.post("/data/upload", data=form)
     assert resp.status == 201, await resp.text()
     assert [e["symbol"] for e in (await resp.json())["stored"]] == ["XYZ"]
-    assert "market/upload/1d/symbol=XYZ/bars.parquet" in s3_server.keys()
+    assert matches(s3_server.keys(), versioned("upload/1d/symbol=XYZ"))
     resp = await client.get("/data/symbols", params={"source": "upload"})
     assert [e["symbol"] for e in (await resp.json())["symbols"]] == ["XYZ"]
 
@@ -191,7 +203,7 @@ def test_catalog_lives_in_the_job_database(tmp_path: Path) -> None:
 
     settings = Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path)})
     svc = MarketDataService(settings, default_registry())
-    svc.fetch("synthetic", ["AAA"], end="2011-12-31")
+    svc.fetch("synthetic", ["SYN100"], end="2011-12-31")
     with JobStore.from_settings(settings) as jobs:
         jobs.create_all()  # the job store and the catalog share the database, each with its own tables
     engine = create_engine(default_url(settings))
@@ -202,18 +214,21 @@ def test_catalog_lives_in_the_job_database(tmp_path: Path) -> None:
 
 
 def test_old_catalog_file_is_not_needed(tmp_path: Path) -> None:
-    # a root that holds only files (e.g. a bucket filled by another server): reads need no catalog
+    # the catalog names each series' current file: a store with another catalog does not see it
     store = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'a.sqlite'}")
     store.write("upload", "AAA", "1d", bars(8))
+    assert store.load_panel("upload", ["AAA"]).n_bars == 8
     other = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'b.sqlite'}")
     assert other.entry("upload", "AAA", "1d") is None
-    assert other.load_panel("upload", ["AAA"]).n_bars == 8
+    with pytest.raises(DataError, match="AAA"):
+        other.load_panel("upload", ["AAA"])
 
 
 def test_parquet_bytes_from_a_bucket_are_plain_parquet(s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
     store = MarketDataStore(s3_server.uri, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
     store.write("upload", "AAA", "1d", bars(7))
-    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key="market/upload/1d/symbol=AAA/bars.parquet")
+    key = f"market/upload/1d/symbol=AAA/{store.entry('upload', 'AAA', '1d').file}"
+    body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)
     table = pq.read_table(io.BytesIO(body["Body"].read()))
     assert table.column_names == ["timestamp", "open", "high", "low", "close", "volume"]
     assert table.schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")

@@ -127,8 +127,8 @@ def test_synthetic_is_deterministic_and_prefix_stable() -> None:
     o, h, lo, c, v = b
     assert (h >= np.maximum(o, c)).all() and (lo <= np.minimum(o, c)).all() and (lo > 0).all() and (v >= 0).all()
     src = SyntheticSource()
-    one = src.fetch("XYZ", pd.Timestamp("2012-01-01", tz="UTC"), pd.Timestamp("2012-12-31", tz="UTC"), "1d")
-    two = src.fetch("XYZ", None, pd.Timestamp("2015-06-30", tz="UTC"), "1d")
+    one = src.fetch("SYN123", pd.Timestamp("2012-01-01", tz="UTC"), pd.Timestamp("2012-12-31", tz="UTC"), "1d")
+    two = src.fetch("SYN123", None, pd.Timestamp("2015-06-30", tz="UTC"), "1d")
     merged = two.set_index("timestamp").loc[one.timestamp]
     assert np.array_equal(merged["close"].to_numpy(), one["close"].to_numpy())
 
@@ -142,7 +142,7 @@ def test_spec_without_data_runs_on_the_demo_store(tmp_path: Path) -> None:
     again = run_backtest({"strategy": "sma_crossover", "params": {"fast": 10, "slow": 40}}, settings=settings,
                          backend="cpu")
     pd.testing.assert_frame_equal(res.table, again.table)
-    sub = run_backtest({"strategy": "buy_and_hold", "symbols": ["NEWSYM"], "start": "2011-01-01",
+    sub = run_backtest({"strategy": "buy_and_hold", "symbols": ["SYN500"], "start": "2011-01-01",
                         "end": "2011-12-31", "source": "synthetic"}, settings=settings, backend="cpu")
     assert sub.info["n_bars"] == len(pd.bdate_range("2011-01-01", "2011-12-31"))
 
@@ -166,10 +166,10 @@ def test_service_lists_sources_and_symbols(tmp_path: Path) -> None:
     svc = MarketDataService(Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path)}), default_registry())
     names = {s["name"] for s in svc.describe_sources()}
     assert {"synthetic"} <= names
-    svc.fetch("synthetic", ["AAA", "BBB"], end="2012-12-31")
+    svc.fetch("synthetic", ["SYN100", "SYN101"], end="2012-12-31")
     entries = svc.symbols("synthetic")
-    assert [e.symbol for e in entries] == ["AAA", "BBB"]
-    assert [e.symbol for e in svc.symbols("synthetic", limit=1, offset=1)] == ["BBB"]
+    assert [e.symbol for e in entries] == ["SYN100", "SYN101"]
+    assert [e.symbol for e in svc.symbols("synthetic", limit=1, offset=1)] == ["SYN101"]
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -180,13 +180,13 @@ def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_data_commands(tmp_path: Path) -> None:
     r = cli(tmp_path, "data", "sources")
     assert r.returncode == 0 and "synthetic" in r.stdout
-    r = cli(tmp_path, "data", "fetch", "--source", "synthetic", "AAA", "BBB", "--end", "2011-12-31")
+    r = cli(tmp_path, "data", "fetch", "--source", "synthetic", "SYN100", "SYN101", "--end", "2011-12-31")
     assert r.returncode == 0, r.stderr
     r = cli(tmp_path, "data", "symbols", "--source", "synthetic", "--json")
-    assert [e["symbol"] for e in json.loads(r.stdout)] == ["AAA", "BBB"]
+    assert [e["symbol"] for e in json.loads(r.stdout)] == ["SYN100", "SYN101"]
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"strategy": "sma_crossover", "params": {"fast": 5, "slow": 20},
-                                "symbols": ["AAA"], "start": "2011-01-01", "end": "2011-12-31"}))
+                                "symbols": ["SYN100"], "start": "2011-01-01", "end": "2011-12-31"}))
     r = cli(tmp_path, "run", str(spec), "--source", "synthetic", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["info"]["n_bars"] == len(pd.bdate_range("2011-01-01", "2011-12-31"))
@@ -225,12 +225,12 @@ def test_data_import_command(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("n", [2, 70])  # a few symbols: one check each; many: one listing
-def test_write_many_restores_a_file_the_catalog_does_not_know(tmp_path: Path, monkeypatch, n: int) -> None:
+@pytest.mark.parametrize("n", [2, 70])  # a few symbols: one listing each; many: one listing of the prefix
+def test_failed_write_many_leaves_every_file_as_it_was(tmp_path: Path, monkeypatch, n: int) -> None:
     store = new_store(tmp_path)
     other = MarketDataStore(tmp_path / "market", f"sqlite:///{tmp_path / 'other.sqlite'}")
     other.write("upload", "AAA", "1d", bars(10, seed=1))  # on the root, but not in this store's catalog
-    before = store.read("upload", "AAA", "1d")
+    before = other.read("upload", "AAA", "1d")
     files_before = snapshot(store)[0]
     real = store._write_file
 
@@ -243,5 +243,5 @@ def test_write_many_restores_a_file_the_catalog_does_not_know(tmp_path: Path, mo
     frames = {"AAA": bars(5, seed=2), "ZZZ": bars(5), **{f"S{i:03d}": bars(5) for i in range(n - 2)}}
     with pytest.raises(OSError, match="disk full"):
         store.write_many("upload", "1d", frames)
-    pd.testing.assert_frame_equal(store.read("upload", "AAA", "1d"), before)
+    pd.testing.assert_frame_equal(other.read("upload", "AAA", "1d"), before)
     assert snapshot(store)[0] == files_before and store.catalog() == []

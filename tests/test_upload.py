@@ -449,7 +449,7 @@ def test_registered_through_the_hook(store) -> None:
     src = manager.data_sources(pm)["upload"]
     assert isinstance(src, UploadSource)
     assert src.schema() == {"name": "upload", "description": src.description, "frequencies": list(FREQUENCIES),
-                            "fetchable": False}
+                            "fetchable": False, "collection": False}
     before = snapshot(store)
     src.ensure(store, ["AAPL", "NOPE"], FetchRange(None, None, "1d"))  # nothing to fetch
     assert snapshot(store) == before

@@ -116,7 +116,7 @@ def _job_doc(job: Any, full: bool = True, history: list[Any] | None = None) -> d
 
 async def _job(request: web.Request) -> Any:
     job_id = request.match_info["job_id"]
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
     job = await asyncio.to_thread(request.app[K.STORE].get, job_id)
     if job is None:

@@ -5,6 +5,9 @@ The revisions are the files in ``versions/``, one per schema change, each with a
 
     0001_baseline   the schema `create_all` made before migrations (jobs, schema_version)
     0002_leases     job leases (owner + expiry + generation) and the job_attempts history
+    0003_market_catalog  the market-data catalog (market_catalog)
+    0004_job_listing     jobs.strategy, n_symbols, n_columns: what a job listing shows
+    0005_catalog_file    market_catalog.file: the file of each series' current version
 
 `migrate` runs in one transaction that first takes a lock — PostgreSQL: an advisory
 transaction lock; SQLite: ``BEGIN IMMEDIATE`` (the database's write lock) — so that several

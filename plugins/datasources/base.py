@@ -16,7 +16,7 @@ what is missing (incremental by date). Register a source through the plugin hook
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +57,30 @@ class DataSource:
     name: str = ""
     description: str = ""
     frequencies: tuple[str, ...] = ("1d",)
-    fetchable: bool = True  # False: bars only arrive by import (uploads)
+    fetchable: bool = True  # False: bars only arrive by import (uploads); the catalog says what is stored
+    importable: bool = False  # True: files may be imported under this name (the upload source only)
 
     def schema(self) -> dict[str, Any]:
         """JSON-able description (GET /data/sources, ``gpu-backtest data sources``)."""
         return {"name": self.name, "description": self.description, "frequencies": list(self.frequencies),
                 "fetchable": self.fetchable}
+
+    # -- what the source can tell without fetching (checked at submit: `MarketDataService.check_spec`)
+    def unavailable(self) -> str | None:
+        """Why this source cannot serve a backtest now (e.g. no API key), or None."""
+        return None
+
+    def known_symbols(self, store: MarketDataStore, frequency: str) -> Collection[str] | None:
+        """Every symbol (this source's spelling) it can serve at ``frequency``, or None when it
+        cannot tell without fetching (Tiingo: a fetch at run time tells, and fails the job naming
+        the symbol). Only asked of a fetchable source: what a non-fetchable one serves is what the
+        catalog holds."""
+        return None
+
+    def available_range(self, frequency: str = "1d") -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """The first and last instant this source can have bars at ``frequency`` (None: it cannot
+        tell). A spec whose range lies wholly outside is refused at submit."""
+        return None, None
 
     def normalize_symbol(self, symbol: str) -> str:
         """The one spelling a symbol is stored under (Tiingo: upper case, dots as dashes)."""

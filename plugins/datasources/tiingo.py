@@ -101,7 +101,7 @@ def normalize_ticker(symbol: str) -> str:
     if not isinstance(symbol, str):
         raise DataError(f"invalid ticker {symbol!r}: not a string", str(symbol))
     ticker = symbol.strip().upper().replace(".", "-")
-    if not TICKER_RE.match(ticker) or "--" in ticker:
+    if not TICKER_RE.fullmatch(ticker) or "--" in ticker:
         raise DataError(f"invalid ticker {symbol!r}: letters, digits, '-', '.' and '_' only, at most 32", symbol)
     return ticker
 
@@ -268,6 +268,16 @@ class TiingoSource(DataSource):
         if frequency in DAILY_FREQUENCIES:
             return today - pd.DateOffset(years=DEFAULT_DAILY_YEARS), today
         return today - pd.Timedelta(days=DEFAULT_IEX_DAYS), today
+
+    def unavailable(self) -> str | None:
+        """Without TIINGO_API_KEY nothing can be fetched: a spec on tiingo is refused at submit."""
+        if self.api_key:
+            return None
+        return "TIINGO_API_KEY is not set: get a token at https://www.tiingo.com (account → API) and export it"
+
+    def available_range(self, frequency: str = "1d") -> tuple[pd.Timestamp | None, pd.Timestamp]:
+        """Up to now: Tiingo has no bars from the future (whether it has a symbol, only a fetch tells)."""
+        return None, pd.Timestamp.now(tz="UTC")
 
     @staticmethod
     def normalize_symbol(symbol: str) -> str:

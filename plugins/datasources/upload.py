@@ -618,6 +618,19 @@ class UploadSource(DataSource):
                    "column), validated strictly; a file is stored only if every row is valid.")
     frequencies = tuple(FREQUENCIES)
     fetchable = False
+    importable = True
+
+    def __init__(self, name: str = "upload") -> None:
+        """``name``: ``upload`` (the registered source), or the name of an upload collection — files
+        imported under a name no plugin owns (`MarketDataService.source` resolves stored ones)."""
+        if name != type(self).name:
+            self.name = check_source(name)
+            self.description = (f"Upload collection {name!r}: user CSV/Parquet files imported with "
+                                f"source={name} (validated as for upload).")
+
+    def schema(self) -> dict[str, Any]:
+        """The base schema plus ``collection``: true for an upload collection of the user's."""
+        return {**super().schema(), "collection": self.name != type(self).name}
 
     def validate(self, path: UploadData, symbol: str | None = None, max_bytes: int | None = None,
                  filename: str | None = None) -> dict[str, pd.DataFrame]:

@@ -72,7 +72,8 @@ def test_partition_task_on_the_cuda_backend_equals_cpu(tmp_path) -> None:
     ref = Engine(Settings.from_env({}), cpu_backend(), default_registry()).strategy_ref("sma_crossover")
     plan = RunPlan(strategy=ref,
                    spec=spec.to_dict(), grid={k: v.tolist() for k, v in grid.items()},
-                   data=DataSelection("upload", "1d", True, symbols, None, None, None, root=str(tmp_path / "market")),
+                   data=DataSelection("upload", "1d", True, symbols, None, None, None, root=str(tmp_path / "market"),
+                                      files=tuple((s, store.entry("upload", s, "1d").file) for s in symbols)),
                    partitions=(Partition(0, 0, 3),), hash="h")
     task = plan.task(plan.partitions[0])
     cal = Calendar.build(calendar_stage(task), None)
