@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/gpu/status", h.get_gpu_status)
     app.router.add_get("/data/sources", h.data_sources)
     app.router.add_get("/data/symbols", h.data_symbols)
-    app.router.add_post("/data/upload", h.data_upload)
+    app.router.add_post("/data/upload", h.upload)
     app.router.add_get("/health", h.health)
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/openapi.json", explorer.openapi_json)

@@ -478,6 +478,13 @@ async def data_symbols(request: web.Request) -> web.Response:
                               "offset": offset})
 
 
+async def upload(request: web.Request) -> web.Response:
+    """POST /data/upload: a multipart body must name its boundary (aiohttp raises ValueError otherwise)."""
+    if request.content_type.startswith("multipart/") and "boundary=" not in request.headers.get("Content-Type", ""):
+        raise BadRequest("multipart/form-data needs a boundary parameter", {"parameter": "Content-Type"})
+    return await data_upload(request)
+
+
 async def data_upload(request: web.Request) -> web.Response:
     """POST /data/upload (multipart: file + symbol/source/frequency): stream, validate, store."""
     if not request.content_type.startswith("multipart/"):

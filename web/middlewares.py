@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..core.errors import GpuBacktestError
 from . import keys as K
@@ -61,6 +62,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GpuBacktestError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, rid)
+    except HttpProcessingError as exc:  # a body aiohttp could not parse (e.g. a multipart part's headers)
+        return error_response(400, "bad_request", f"malformed request: {exc.message or type(exc).__name__}"[:300],
+                              None, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
