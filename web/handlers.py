@@ -145,9 +145,19 @@ def _eta(job: Any, now: dt.datetime) -> float | None:
     return round(elapsed * (1.0 - p) / p, 3)
 
 
+def _error(error: Any) -> dict[str, Any] | None:
+    """A stored job error as the envelope's inner object (code, message, details)."""
+    if not error:
+        return None
+    if not isinstance(error, dict):
+        return {"code": "error", "message": str(error), "details": None}
+    return {**error, "code": str(error.get("code") or "error"), "message": str(error.get("message") or ""),
+            "details": error.get("details")}
+
+
 def _status_doc(job: Any, now: dt.datetime) -> dict[str, Any]:
     return {"job_id": job.id, "status": job.status, "progress": min(1.0, max(0.0, float(job.progress or 0.0))),
-            "stage": job.stage, "eta_s": _eta(job, now), "error": job.error, "links": _job_links(job.id)}
+            "stage": job.stage, "eta_s": _eta(job, now), "error": _error(job.error), "links": _job_links(job.id)}
 
 
 def _brief_doc(job: Any, now: dt.datetime) -> dict[str, Any]:
@@ -197,9 +207,13 @@ def _wait_param(request: web.Request) -> float | None:
     return value
 
 
+def _dumps(doc: Any) -> str:
+    return json.dumps(to_jsonable(doc), separators=(",", ":"), allow_nan=False)
+
+
 async def _json_body(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON answer serialised off the event loop (for large documents)."""
-    body = await asyncio.to_thread(json.dumps, doc, separators=(",", ":"), allow_nan=False)
+    """A JSON answer (non-finite numbers as null) serialised off the event loop: for large documents."""
+    body = await asyncio.to_thread(_dumps, doc)
     return web.Response(body=body.encode(), status=status, headers=headers, content_type="application/json",
                         charset="utf-8")
 
@@ -326,7 +340,7 @@ async def backtest_column(request: web.Request) -> web.Response:
         except StrategyError as exc:
             raise StrategyFailed(exc.message, exc.details) from None
     rank = next((r.get("rank") for r in (job.summary or {}).get("top") or [] if r.get("column") == n), None)
-    return await _json_body(to_jsonable({"job_id": job.id, "rank": rank, **detail}))
+    return await _json_body({"job_id": job.id, "rank": rank, **detail})
 
 
 def _require_succeeded(job: Any, what: str) -> None:
