@@ -110,10 +110,10 @@ async def one_job(http: aiohttp.ClientSession, url: str, spec: dict[str, Any], p
         if doc["status"] != SUCCEEDED:
             out.error = f"job {doc['status']}: {(doc.get('error') or {}).get('code')}"
             return out
-        info = doc["summary"]["info"]
+        info = doc["info"]
         if info["n_bars"] != N_BARS or info["n_columns"] != 1:
             out.error = f"unexpected shape {info['n_bars']} bars × {info['n_columns']} columns"
-        created, started, finished = (_ts(doc[k]) for k in ("created_at", "started_at", "finished_at"))
+        created, started, finished = (_ts(doc["timings"][k]) for k in ("created_at", "started_at", "finished_at"))
         out.server = {"queue_s": started - created, "run_s": finished - started, "engine_s": info["elapsed_s"],
                       "server_total_s": finished - created}
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:

@@ -540,8 +540,8 @@ def run_size(n_symbols: int, args: argparse.Namespace, base_env: dict[str, str],
             res["error"] = doc.get("error")
             print(f"[{n_symbols}] job {doc['status']}: {doc.get('error')}", flush=True)
             return res
-        info = doc["summary"]["info"]
-        created, started, finished = (_ts(doc[k]) for k in ("created_at", "started_at", "finished_at"))
+        info = doc["info"]
+        created, started, finished = (_ts(doc["timings"][k]) for k in ("created_at", "started_at", "finished_at"))
         res.update({"wall_s": wall, "bar_sims_per_s": info["n_bars"] * info["n_columns"] / wall,
                     "n_bars": info["n_bars"], "n_columns": info["n_columns"], "chunks": info["chunks"],
                     "engine_s": info["elapsed_s"], "queue_s": started - created, "run_s": finished - started,

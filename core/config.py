@@ -106,6 +106,20 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    """``https://a.example, http://localhost:3000`` → the origins (scheme://host[:port], no path); ``*``: any."""
+    out = []
+    for part in raw.split(","):
+        origin = part.strip().rstrip("/")
+        if not origin:
+            continue
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+            raise ConfigError(f"{name}: {origin!r} is not an origin such as https://app.example.com",
+                              {"variable": name})
+        out.append(origin)
+    return tuple(out)
+
+
 def _default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "gpu_backtest")
@@ -206,6 +220,14 @@ class Settings:
     io_threads: int = _env(
         "GPU_BACKTEST_IO_THREADS", _int(2, 1024), 16,
         "threads for the requests' database and file work (jobs compute on threads of their own)",
+    )
+    public_docs: bool = _env(
+        "GPU_BACKTEST_PUBLIC_DOCS", _bool, False,
+        "serve /docs (the API explorer), its files and /openapi.json without an API key",
+    )
+    cors_origins: tuple[str, ...] = _env(
+        "GPU_BACKTEST_CORS_ORIGINS", _origins, (),
+        "comma-separated browser origins allowed by CORS (e.g. https://lab.example.com); empty: no CORS headers",
     )
 
     @property

@@ -25,12 +25,14 @@ from .backend import Backend, select_backend
 from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
 from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn
+from .executors import _calendar as run_calendar
 from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns
 from .panel import MarketPanel, to_panel
 from .plan import (
     DataSelection,
+    Partition,
     RunPlan,
     StrategyRef,
     content_hash,
@@ -41,6 +43,7 @@ from .ranking import rank_sorted
 from .registry import Registry, get_strategy
 from .simulate import layout as L
 from .spec import BacktestSpec, expand_grid, grid_size
+from .stages import calendar_stage, details_stage, union_calendars
 from .strategy import SignalContext, Signals, Strategy
 from .worker import StageContext
 
@@ -54,11 +57,25 @@ SUMMARY_ROWS = 20  # candidates kept per partition at least: the job summary's t
 __all__ = ["BacktestResult", "CancelFn", "Cancelled", "Engine", "ProgressFn", "StrategyError"]
 
 
+STRATEGY_MESSAGE_CHARS = 500  # a strategy's own error message is cut to this length
+
+
 class StrategyError(GpuBacktestError):
-    """A strategy's ``signals`` returned something that is not boolean (T, C) arrays."""
+    """A strategy's ``signals`` raised, or returned something that is not boolean (T, C) arrays.
+
+    The job fails with code ``strategy_error`` and a message naming the strategy and the
+    exception (type and text, never a traceback)."""
 
     code = "strategy_error"
     status = 500
+
+    @classmethod
+    def raised(cls, strategy: str, exc: BaseException) -> StrategyError:
+        """The error for an exception a strategy's code raised."""
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if len(text) > STRATEGY_MESSAGE_CHARS:
+            text = text[:STRATEGY_MESSAGE_CHARS - 1] + "…"
+        return cls(f"strategy {strategy!r} raised {text}", {"strategy": strategy, "exception": type(exc).__name__})
 
 
 @dataclass
@@ -311,6 +328,36 @@ class Engine:
             progress(1.0, "done")
         return BacktestResult(spec, table, ex.details, info, list(plan.grid), wanted, artifact=artifact)
 
+    def column_details(self, spec: Any, column: int, *, start: str | None = None, end: str | None = None,
+                       top_columns: Sequence[int] = (), data: Any = None) -> dict[str, Any]:
+        """One column's details — equity curve, trades, record-mode metrics — computed on demand.
+
+        The same stages as a run's top-k details (the calendar of every symbol of the run, then
+        `details_stage` for the column's symbol). ``top_columns``: the run's top-k columns in rank
+        order; a column among them is simulated in the same batch as in the run (its symbol's
+        top-k columns), so its numbers equal the run's to the last bit. ``start``/``end`` pin the
+        date range to the run's first and last bar (a finished job's ``info.start``/``info.end``),
+        so bars stored after the run do not change the answer. Equity curve and trades are always
+        included. NotFoundError naming ``column`` when the run has no such column."""
+        doc = BacktestSpec.from_dict(spec).to_dict()
+        doc["start"] = start or doc.get("start")
+        doc["end"] = end or doc.get("end")
+        doc["output"] = {**doc["output"], "equity_curves": True, "trades": True}
+        plan, loader = self.plan(doc, data)
+        n = plan.n_columns
+        if isinstance(column, bool) or not 0 <= column < n:
+            raise NotFoundError(f"no column {column}: the run has {n} columns (0 to {n - 1})",
+                                {"column": column, "n_columns": n})
+        tasks = [plan.task(p) for p in plan.partitions]
+        calendar = run_calendar(plan, union_calendars(*[calendar_stage(t, loader) for t in tasks]))
+        k = plan.n_combinations
+        s, combo = divmod(int(column), k)
+        batch = [c % k for c in top_columns if c // k == s and 0 <= c < n]  # as `executors._winners` groups them
+        if combo not in batch:
+            batch = [combo]
+        found, _ = details_stage(plan.task(Partition(-1, s, s + 1)), calendar, batch, self.stage_context(), loader)
+        return next(d for d in found if d["column"] == column)
+
     # -- compute primitives (what the stages call) ----------------------------------------
     def sweep(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
               ppy: float, need_series: bool, benchmark: np.ndarray | None,
@@ -368,10 +415,21 @@ class Engine:
                  cache: dict[Any, Any], spec: BacktestSpec) -> Signals:
         xp = self.backend.xp
         ctx = SignalContext(xp, bars, params, cache, order="F" if self.backend.name == "cpu" else "C")
-        sig = strategy.signals(ctx)
+        try:  # a plugin's code: its failure is the job's error (strategy_error), not ours
+            sig = strategy.signals(ctx)
+        except (GpuBacktestError, MemoryError):
+            raise
+        except Exception as exc:
+            raise StrategyError.raised(strategy.name, exc) from None
+        if not isinstance(sig, Signals):
+            raise StrategyError(f"strategy {strategy.name!r} returned {type(sig).__name__}, expected Signals",
+                                {"strategy": strategy.name})
         shape = (ctx.n_bars, ctx.n_columns)
 
         def check(arr: Any, name: str) -> Any:
+            if arr is not None and not (hasattr(arr, "shape") and hasattr(arr, "dtype")):
+                raise StrategyError(f"strategy {strategy.name!r} returned {name} of type {type(arr).__name__}, "
+                                    f"expected a boolean array", {"strategy": strategy.name})
             return self.backend.kernel_layout(_bool_signal(xp, arr, shape, name, strategy.name))
 
         entries, exits = check(sig.entries, "entries"), check(sig.exits, "exits")

@@ -556,6 +556,13 @@ class JobStore:
             row = conn.execute(select(jobs_table).where(_c.id == job_id)).first()
         return None if row is None else Job._from_row(row)
 
+    def get_light(self, job_id: str) -> Job | None:
+        """The job without its ``spec`` and ``summary`` (None in the snapshot): a cheap status read."""
+        with self._read() as conn:
+            row = conn.execute(select(*[c for c in jobs_table.c if c.name not in ("spec", "summary")])
+                               .where(_c.id == job_id)).first()
+        return None if row is None else Job(**{f.name: row._mapping.get(f.name) for f in dataclasses.fields(Job)})
+
     def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobBrief], int]:
         """One page of jobs, newest first, optionally of one status, and the total matching.
 

@@ -304,7 +304,7 @@ class BacktestSpec:
             frequency=frequency,
             start=start,
             end=end,
-            adjusted=take(cls, d, "adjusted", ""),  # (the error path reads ".adjusted")
+            adjusted=take(cls, d, "adjusted", ""),
             costs=Costs.from_dict(d.get("costs")),
             execution=Execution.from_dict(d.get("execution")),
             metrics=MetricsOptions.from_dict(d.get("metrics")),
@@ -403,6 +403,8 @@ def _param_values(p: Any, raw: Any, path: str) -> list[Any]:
             out.append(p.check(v))
         except ValueError as exc:
             raise SpecError(where, str(exc)) from None
+        except Exception as exc:  # a plugin's own check failed otherwise: still the value's fault
+            raise SpecError(where, f"rejected by the strategy ({type(exc).__name__}: {str(exc)[:300]})") from None
     # keep order, drop duplicates
     seen: dict[Any, None] = {}
     for v in out:
@@ -440,7 +442,14 @@ def expand_grid(strategy: Strategy, params: Mapping[str, Any], max_grid: int | N
     combos = list(itertools.product(*lists))
     grid = {p.name: np.array([c[i] for c in combos], dtype=_dtype(p.type)) for i, p in enumerate(strategy.params)}
     if strategy.constraint is not None:
-        mask = np.asarray(strategy.constraint(grid), dtype=bool)
+        try:
+            mask = np.asarray(strategy.constraint(grid), dtype=bool).reshape(-1)
+        except Exception as exc:  # a plugin's constraint failed on these values
+            raise SpecError("params", f"the strategy's constraint failed ({type(exc).__name__}: "
+                                      f"{str(exc)[:300]})") from None
+        if mask.shape != (len(combos),):
+            raise SpecError("params", f"the strategy's constraint returned {mask.shape[0]} values for "
+                                      f"{len(combos)} combinations")
         grid = {k: v[mask] for k, v in grid.items()}
         if mask.sum() == 0:
             raise SpecError(

@@ -252,7 +252,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 def take(cls: Any, doc: dict[str, Any], name: str, path: str, rule: Rule | None = None) -> Any:
     """Check ``doc[name]`` (its default when absent) with the field's rule (or ``rule``); where: ``path.name``."""
     f = _field(cls, name)
-    return (rule or f.metadata["rule"]).check(doc.get(name, _default(f)), f"{path}.{name}")
+    return (rule or f.metadata["rule"]).check(doc.get(name, _default(f)), f"{path}.{name}" if path else name)
 
 
 def object_schema(cls: Any) -> dict[str, Any]:

@@ -155,11 +155,16 @@ def test_submit_wait_results(client: BacktestClient) -> None:
     assert submitted["status"] in ("queued", "running") and len(submitted["job_id"]) == 32
     job = client.wait(submitted["job_id"], poll=0.05, timeout=60, on_progress=seen.append)
     assert job["status"] == "succeeded", job
-    assert seen and seen[-1]["status"] == "succeeded"
-    assert job["attempts"] == 1 and job["progress"] == 1.0
-    info = job["summary"]["info"]
+    assert seen and seen[-1]["status"] == "succeeded" and set(seen[-1]) >= {"progress", "stage", "eta_s"}
+    assert job["attempts"] == 1 and job["progress"] == 1.0 and job["timings"]["run_s"] > 0
+    info = job["info"]
     assert (info["n_symbols"], info["n_combinations"], info["n_columns"]) == (2, 4, 8)
+    assert "summary" not in job and "details" not in job  # compact
     assert client.status(job["job_id"])["status"] == "succeeded"
+    assert set(client.get(job["job_id"], view="status")) == {"job_id", "status", "progress", "stage", "eta_s",
+                                                             "error", "links"}
+    assert client.get(job["job_id"], view="full")["summary"]["info"] == info
+    assert client.get(job["job_id"], top=2)["top"] == job["top"][:2]
 
     page = client.results(job["job_id"], limit=3, offset=1, sort="-sharpe")
     assert page["total"] == 8 and len(page["rows"]) == 3 and page["offset"] == 1
@@ -167,9 +172,19 @@ def test_submit_wait_results(client: BacktestClient) -> None:
     sharpes = [r["sharpe"] for r in everything["rows"]]
     assert sharpes == sorted(sharpes, reverse=True)
     assert page["rows"] == everything["rows"][1:4]
-    best = job["summary"]["top"][0]
+    best = job["top"][0]
     assert best["symbol"] == everything["rows"][0]["symbol"]
     assert best["metrics"]["sharpe"] == pytest.approx(everything["rows"][0]["sharpe"])
+    details = client.details(job["job_id"])
+    assert details[0]["column"] == best["column"] and details[0]["equity"]["value"]
+    same = client.column(job["job_id"], best["column"])
+    assert (same["rank"], same["metrics"], same["trades"]) == (1, details[0]["metrics"], details[0]["trades"])
+    last = everything["rows"][-1]
+    other = client.column(job["job_id"], last["column"])
+    assert other["symbol"] == last["symbol"] and len(other["equity"]["value"]) == info["n_bars"]
+    with pytest.raises(ApiError) as missing:
+        client.column(job["job_id"], 8)
+    assert (missing.value.status, missing.value.details["column"]) == (404, "8")
 
     csv_text = client.results(job["job_id"], format="csv")
     assert len(csv_text.strip().splitlines()) == 9 and csv_text.startswith("rank,")
@@ -192,7 +207,7 @@ def test_run_is_submit_plus_wait_and_idempotent(client: BacktestClient) -> None:
     assert info.value.status == 422 and info.value.code == "idempotency_conflict"
     job = client.run(spec, idempotency_key="client-test-key-1", poll=0.05, timeout=60)
     assert job["job_id"] == a["job_id"] and job["status"] == "succeeded"
-    assert job["summary"]["info"]["n_columns"] == 1
+    assert job["info"]["n_columns"] == 1
 
 
 def test_upload_csv_then_list_and_backtest_it(client: BacktestClient, tmp_path: Path) -> None:
@@ -211,7 +226,7 @@ def test_upload_csv_then_list_and_backtest_it(client: BacktestClient, tmp_path: 
 
     job = client.run({"strategy": "sma_crossover", "source": "upload", "symbols": ["MYCSV"],
                       "params": {"fast": 3, "slow": 10}}, poll=0.05, timeout=60)
-    assert job["status"] == "succeeded" and job["summary"]["info"]["n_bars"] == 60
+    assert job["status"] == "succeeded" and job["info"]["n_bars"] == 60
 
     bad = tmp_path / "bad.csv"
     bad.write_text("date,open,high,low,close\n2021-01-04,1,2,0.5,x\n")
@@ -271,6 +286,9 @@ def test_cancel_and_wait_timeout(client: BacktestClient) -> None:
     with pytest.raises(ApiError) as err:
         client.results(job["job_id"])
     assert (err.value.status, err.value.code) == (409, "conflict")
+    with pytest.raises(ApiError) as err:  # a finished job cannot be cancelled
+        client.cancel(job["job_id"])
+    assert (err.value.status, err.value.code, err.value.details) == (409, "conflict", {"status": "cancelled"})
 
 
 def test_catalogue_and_status(client: BacktestClient) -> None:
@@ -295,9 +313,11 @@ def test_unreachable_server_raises_transport_error_after_retries() -> None:
 
 
 class _Stub(BaseHTTPRequestHandler):
-    """/flaky: 503 twice then 200; /down: always 503; /missing: 404 envelope; /slow: sleeps."""
+    """/flaky: 503 twice then 200; /down: always 503; /missing: 404 envelope; /slow: sleeps;
+    /backtest/{ok,bad}: a job's long-polls (queued, running, running, final) and its compact document."""
 
     calls: ClassVar[dict[str, int]] = {}
+    queries: ClassVar[list[str]] = []
     lock: ClassVar[threading.Lock] = threading.Lock()
 
     def log_message(self, *args: Any) -> None:  # quiet
@@ -315,9 +335,12 @@ class _Stub(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self) -> None:
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
+        if "view=status" in query:
+            path += "#status"
         with self.lock:
             n = self.calls[path] = self.calls.get(path, 0) + 1
+            self.queries.append(self.path)
         unavailable = {"error": {"code": "unavailable", "message": "busy", "details": None}, "request_id": "r1"}
         if (path == "/flaky" and n <= 2) or path == "/down":
             self._send(503, unavailable, {"Retry-After": "0"} if path == "/down" else None)
@@ -327,12 +350,16 @@ class _Stub(BaseHTTPRequestHandler):
         elif path == "/boom":
             self._send(500, {"error": {"code": "internal_error", "message": "internal server error",
                                        "details": None}, "request_id": "r3"})
-        elif path.startswith("/backtest/"):  # a job: queued, running ×2, then final (ok: succeeded, bad: failed)
+        elif path.startswith("/backtest/") and path.endswith("#status"):  # long-polls: queued, running ×2, final
             status = ["queued", "running", "running"][n - 1] if n <= 3 else (
-                "succeeded" if path.endswith("ok") else "failed")
-            error = {"code": "invalid_data", "message": "no data", "details": {"x": 2}} if status == "failed" else None
-            self._send(200, {"job_id": path.rsplit("/", 1)[1], "status": status, "stage": status,
-                             "progress": 0.25 * (n - 1) if n <= 3 else 1.0, "error": error})
+                "succeeded" if "ok" in path else "failed")
+            self._send(200, {"job_id": path.split("/")[2].split("#")[0], "status": status, "stage": status,
+                             "progress": 0.25 * (n - 1) if n <= 3 else 1.0, "error": None})
+        elif path.startswith("/backtest/"):  # the final compact document
+            ok = path.endswith("ok")
+            error = None if ok else {"code": "invalid_data", "message": "no data", "details": {"x": 2}}
+            self._send(200, {"job_id": path.rsplit("/", 1)[1], "status": "succeeded" if ok else "failed",
+                             "stage": "done", "progress": 1.0, "error": error, "top": [] if ok else None})
         elif path == "/slow":
             time.sleep(1.5)
             self._send(200, {"ok": True})
@@ -392,15 +419,17 @@ def test_timeouts_are_retried_then_reported(stub: tuple[str, dict[str, int]]) ->
     assert calls["/slow"] == 2
 
 
-def test_wait_polls_quickly_at_first_and_reports_progress(stub: tuple[str, dict[str, int]]) -> None:
+def test_wait_long_polls_and_reports_progress(stub: tuple[str, dict[str, int]]) -> None:
     url, calls = stub
+    _Stub.queries = []
     c = BacktestClient(url, timeout=5)
     seen: list[tuple[str, float]] = []
-    t0 = time.monotonic()
-    job = c.wait("ok", poll=5.0, on_progress=lambda j: seen.append((j["status"], j["progress"])))
-    assert job["status"] == "succeeded" and calls["/backtest/ok"] == 4
-    assert time.monotonic() - t0 < 1.0  # 25 ms polls at first, not the 5 s steady interval
+    job = c.wait("ok", poll=2.0, on_progress=lambda j: seen.append((j["status"], j["progress"])))
+    assert job["status"] == "succeeded" and job["top"] == []  # the compact document, read once final
+    assert (calls["/backtest/ok#status"], calls["/backtest/ok"]) == (4, 1)
     assert seen == [("queued", 0.0), ("running", 0.25), ("running", 0.5), ("succeeded", 1.0)]
+    polls = [q for q in _Stub.queries if "view=status" in q]
+    assert polls and all("wait=2.000" in q for q in polls), polls  # each asks the server to hold it
     with pytest.raises(JobFailed) as info:
         c.wait("bad", poll=0.01)
     assert (info.value.code, info.value.message, info.value.details) == ("invalid_data", "no data", {"x": 2})

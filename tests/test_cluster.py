@@ -110,16 +110,18 @@ def test_sweep_on_external_cluster_equals_in_process(srv: Server, local_table: p
     assert status == 202, doc
     job = srv.wait_final(doc["job_id"])
     assert job["status"] == "succeeded", job
-    info = job["summary"]["info"]
+    info = job["info"]
     assert info["n_columns"] == N_SYMBOLS * 90 and info["partitions"] == 8
     ran = [r for r in info["ran_on"] if r["stage"] == "partition"]
     assert sum(r["tasks"] for r in ran) == 8
     assert all(r["worker"].startswith("tcp://127.0.0.1:") and r["backend"] == "cpu" for r in ran)
     assert info["strategy_source"]["distribution"] == "gpu-backtest"
     assert_same_table(_results(srv, doc["job_id"]), local_table)
-    top = job["summary"]["top"]
+    top = job["top"]
     assert [r["column"] for r in top[:3]] == local_table["column"].head(3).tolist()
-    assert [d["column"] for d in job["summary"]["details"]] == local_table["column"].head(3).tolist()
+    status, details = srv.request("GET", f"/backtest/{doc['job_id']}/details")
+    assert status == 200, details
+    assert [d["column"] for d in details["details"]] == local_table["column"].head(3).tolist()
 
     from distributed import Client
 
@@ -259,7 +261,7 @@ def test_market_data_in_a_bucket_upload_then_workers_read_it(s3_server: S3Server
         assert status == 202, doc
         job = srv.wait_final(doc["job_id"])
         assert job["status"] == "succeeded", job
-        assert job["summary"]["info"]["partitions"] == 3
+        assert job["info"]["partitions"] == 3
         run_dir = f"artifacts/{doc['job_id']}/g1"  # this run's location (lease generation 1)
         pieces = [k for k in s3_server.keys() if k.startswith(f"artifacts/{doc['job_id']}/")]
         assert sorted(pieces) == [f"{run_dir}/{n}" for n in

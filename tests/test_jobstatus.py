@@ -28,7 +28,8 @@ def test_every_layer_uses_the_one_definition() -> None:
     assert metrics.STATES is STATUSES
     assert client.FINAL_STATUSES is FINAL_STATUSES
     doc = openapi.openapi_document()
-    assert doc["components"]["schemas"]["Job"]["properties"]["status"]["enum"] == list(STATUSES)
+    for model in ("JobStatusDoc", "JobBrief", "JobDoc"):
+        assert doc["components"]["schemas"][model]["properties"]["status"]["enum"] == list(STATUSES), model
     (check,) = [c for c in jobstore.jobs_table.constraints
                 if isinstance(c, CheckConstraint) and "status IN" in str(c.sqltext)]
     assert str(check.sqltext) == "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')"

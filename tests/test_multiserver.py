@@ -135,7 +135,7 @@ def check_one_artifact(client: BacktestClient, data: Path, doc: dict[str, Any]) 
     last = doc["attempts_history"][-1]["generation"]
     assert artifact_runs(data, doc["job_id"]) == [f"g{last}"]
     assert (data / "artifacts" / doc["job_id"] / f"g{last}" / "manifest.json").is_file()
-    assert client.results(doc["job_id"], limit=1)["total"] == doc["summary"]["info"]["n_columns"]
+    assert client.results(doc["job_id"], limit=1)["total"] == doc["info"]["n_columns"]
 
 
 def logs(*servers: ServerProcess) -> str:

@@ -81,10 +81,10 @@ def _check_artifact(job: dict[str, Any], artifacts: Path) -> None:
     assert (path / "manifest.json").is_file()
     assert sorted(p.name for p in path.iterdir() if not p.name.startswith("part-")) == ["details.json", "manifest.json"]
     table = Artifact.open(str(path)).read_all()
-    info = job["summary"]["info"]
+    info = job["info"]
     assert len(table) == info["n_columns"] == info["n_symbols"] * info["n_combinations"]
-    top = job["summary"]["top"]
-    assert top and len(top) == min(len(table), 20)
+    top = job["top"]  # the compact document's best rows (10 by default)
+    assert top and len(top) == min(len(table), 10)
     params = [c for c in top[0]["params"]]
     for row in top:
         r = table[table["rank"] == row["rank"]]
@@ -126,7 +126,7 @@ def _restart_scenario(tmp_path: Path, env: dict[str, str]) -> None:
         assert listed["total"] == len(ids) and {j["job_id"] for j in listed["jobs"]} == set(ids)  # none lost/added
         assert {i: final[i]["status"] for i in ids} == dict.fromkeys(ids, "succeeded"), second.log_tail()
         assert final[victim]["attempts"] == 2
-        assert pd.Timestamp(final[victim]["started_at"]).timestamp() >= killed_at  # its run is the second one
+        assert pd.Timestamp(final[victim]["timings"]["started_at"]).timestamp() >= killed_at  # its second run
         assert [final[i]["attempts"] for i in ids[1:]] == [1] * (len(ids) - 1)
         history = [(a["generation"], a["owner"].split(":")[1], a["outcome"]) for a in final[victim]["attempts_history"]]
         assert history == [(1, str(first.proc.pid), "lease_expired"), (2, str(second.proc.pid), "succeeded")]
@@ -136,7 +136,7 @@ def _restart_scenario(tmp_path: Path, env: dict[str, str]) -> None:
         for i in ids:
             _check_artifact(final[i], artifacts)
             page = client.results(i, limit=1)
-            assert page["total"] == final[i]["summary"]["info"]["n_columns"]
+            assert page["total"] == final[i]["info"]["n_columns"]
     finally:
         second.stop()
 

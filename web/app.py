@@ -26,15 +26,26 @@ from ..core.engine import Engine
 from ..core.jobs import JobManager
 from ..core.jobstore import JobStore
 from ..plugins.manager import PluginRegistry, build_plugin_manager
+from . import explorer
 from . import handlers as h
 from . import keys as K
 from .accesslog import access_log_middleware
+from .jobwatch import FinishWatch
 from .metrics import ServiceMetrics
-from .middlewares import auth_middleware, error_middleware, metrics_middleware, request_id_middleware
-from .openapi import docs_page, openapi_document
+from .middlewares import (
+    auth_middleware,
+    cors_headers,
+    cors_middleware,
+    error_middleware,
+    metrics_middleware,
+    request_id_header,
+    request_id_middleware,
+)
+from .openapi import document_to_30, openapi_document
 
 log = logging.getLogger(__name__)
 MAX_JSON_BODY = 2 * 1024**2
+COLUMN_COMPUTATIONS = 2  # on-demand column details computed at once (GET /backtest/{id}/columns/{n})
 
 
 def listens_beyond_loopback(host: str) -> bool:
@@ -58,12 +69,20 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     metrics = ServiceMetrics()
     app = web.Application(
         client_max_size=MAX_JSON_BODY,
-        middlewares=[request_id_middleware, access_log_middleware, metrics_middleware(metrics), error_middleware,
-                     auth_middleware(settings.api_key, settings.api_key_required)],
+        middlewares=[request_id_middleware, access_log_middleware, cors_middleware(settings.cors_origins),
+                     metrics_middleware(metrics), error_middleware,
+                     auth_middleware(settings.api_key, settings.api_key_required, settings.public_docs)],
     )
+    app.on_response_prepare.append(request_id_header)
+    if settings.cors_origins:
+        app.on_response_prepare.append(cors_headers(settings.cors_origins))
     app[K.SETTINGS] = settings
     app[K.METRICS] = metrics
-    app[K.OPENAPI] = openapi_document()
+    app[K.OPENAPI] = openapi_document(public_docs=settings.public_docs)
+    app[K.OPENAPI_30] = document_to_30(app[K.OPENAPI])
+    watch = FinishWatch()
+    app[K.WATCH] = watch
+    app[K.COLUMN_SLOTS] = asyncio.Semaphore(COLUMN_COMPUTATIONS)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         # The requests' database and file work (asyncio.to_thread) runs on a pool of its own;
@@ -95,7 +114,13 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
             def executor_factory() -> Any:
                 return executor(handle, settings)
 
-        jobs = JobManager(settings, store, engine, executor_factory, metrics.on_job_event)
+        watch.bind(asyncio.get_running_loop())
+
+        def on_job_event(name: str, data: dict[str, Any]) -> None:
+            metrics.on_job_event(name, data)
+            watch.on_event(name, data)
+
+        jobs = JobManager(settings, store, engine, executor_factory, on_job_event)
         app[K.JOBS] = jobs
         await jobs.start()
         # warm the demo data in the background so a first backtest needs no generation
@@ -119,24 +144,21 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
 
     app.cleanup_ctx.append(services)
 
-    async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(request.app[K.OPENAPI])
-
-    async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=docs_page(request.app[K.OPENAPI]), content_type="text/html")
-
     app.router.add_post("/backtest", h.submit_backtest)
     app.router.add_get("/backtest", h.list_backtests)
     app.router.add_get("/backtest/{job_id}", h.get_backtest)
     app.router.add_delete("/backtest/{job_id}", h.cancel_backtest)
     app.router.add_get("/backtest/{job_id}/results", h.backtest_results)
+    app.router.add_get("/backtest/{job_id}/details", h.backtest_details)
+    app.router.add_get("/backtest/{job_id}/columns/{n}", h.backtest_column)
     app.router.add_get("/strategies", h.list_strategies)
     app.router.add_get("/gpu/status", h.get_gpu_status)
     app.router.add_get("/data/sources", h.data_sources)
     app.router.add_get("/data/symbols", h.data_symbols)
-    app.router.add_post("/data/upload", h.data_upload)
+    app.router.add_post("/data/upload", h.upload)
     app.router.add_get("/health", h.health)
     app.router.add_get("/metrics", h.metrics)
-    app.router.add_get("/openapi.json", openapi_json)
-    app.router.add_get("/docs", docs)
+    app.router.add_get("/openapi.json", explorer.openapi_json)
+    app.router.add_get("/docs", explorer.docs)
+    app.router.add_get("/docs/{file}", explorer.docs_file)
     return app

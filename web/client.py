@@ -15,7 +15,9 @@ it needs nothing beyond the Python standard library (``urllib.request``)::
     except JobFailed as exc:       # the job ran and failed: the server's error
         print(exc.code, exc.message)
     else:
-        print(job["summary"]["top"][0])                      # best column, with its metrics
+        print(job["top"][0])                                 # best column, with its metrics
+        best = client.details(job["job_id"])[0]              # top-k equity curves and trades
+        other = client.column(job["job_id"], 5)              # any column's, computed on demand
         page = client.results(job["job_id"], limit=100, sort="-sharpe")   # the full table, paged
         csv_text = client.results(job["job_id"], format="csv")
         parquet_bytes = client.results(job["job_id"], format="parquet")
@@ -34,10 +36,13 @@ Behaviour:
 - Any error answer raises `ApiError(status, code, message, details)` from the server's JSON
   envelope ``{"error": {"code", "message", "details"}, "request_id"}``; a server that cannot
   be reached after the retries raises `TransportError`.
-- `wait` polls the job (every 25 ms for its first 0.25 s, then at doubling intervals up to
-  ``poll`` seconds) until it is final and returns its document: a ``succeeded`` or
-  ``cancelled`` job is returned, a ``failed`` one raises `JobFailed` (an `ApiError` whose
-  code/message/details are the job's error), and exceeding ``timeout`` raises `WaitTimeout`.
+- `wait` long-polls the job (``GET /backtest/{id}?view=status&wait=S``: the server answers as
+  soon as the job is final, or after S seconds) and returns its compact document (`get`): a
+  ``succeeded`` or ``cancelled`` job is returned, a ``failed`` one raises `JobFailed` (an
+  `ApiError` whose code/message/details are the job's error), and exceeding ``timeout``
+  raises `WaitTimeout`.
+- Job documents are compact: status, progress, timings, ``info`` and the ``top`` rows' metrics.
+  Equity curves and trades: `details` (the top-k, as stored) and `column` (any column).
 """
 
 from __future__ import annotations
@@ -61,10 +66,10 @@ from ..core.jobstatus import FAILED, FINAL_STATUSES
 
 __all__ = ["ApiError", "BacktestClient", "ClientError", "JobFailed", "TransportError", "WaitTimeout"]
 
-USER_AGENT = "gpu-backtest-client/1"
+USER_AGENT = "gpu-backtest-client/2"
 MAX_RETRY_AFTER_S = 30.0
-FAST_POLL_S = 0.025  # `wait` polls this often during the first FAST_POLL_WINDOW_S (short jobs seen done at once)
-FAST_POLL_WINDOW_S = 0.25
+LONG_POLL_S = 30.0  # the longest ?wait= one request of `wait` asks for (the server allows 60)
+MIN_POLL_GAP_S = 0.05  # `wait` never asks again sooner, should a server answer a long-poll early
 
 
 class ClientError(Exception):
@@ -237,58 +242,89 @@ class BacktestClient:
         key = idempotency_key or uuid.uuid4().hex
         return self._json("POST", "/backtest", json_body=dict(spec), headers={"Idempotency-Key": key})
 
+    def _job_path(self, job_id: str, part: str = "") -> str:
+        return f"/backtest/{urllib.parse.quote(job_id, safe='')}{part}"
+
+    def get(self, job_id: str, view: str = "compact", top: int | None = None,
+            wait: float | None = None) -> dict[str, Any]:
+        """GET /backtest/{job_id}: the compact document — status, progress, stage, ``eta_s``,
+        ``timings``, error, ``info`` and the ``top`` rows' metrics (``top``: how many, default 10).
+
+        ``view="status"``: only job_id, status, progress, stage, eta_s, error, links; ``"full"``:
+        also the spec and the whole stored summary (large). ``wait``: long-poll, the server answers
+        once the job is final or after ``wait`` seconds (at most 60; keep it below ``timeout``)."""
+        if view not in ("compact", "status", "full"):
+            raise ValueError("view must be compact, status or full")
+        query = {"view": None if view == "compact" else view, "top": top,
+                 "wait": None if wait is None else f"{wait:.3f}"}
+        return self._json("GET", self._job_path(job_id), query=query)
+
     def status(self, job_id: str) -> dict[str, Any]:
-        """GET /backtest/{job_id}: status, progress, stage, timings, error; the spec and summary."""
-        return self._json("GET", f"/backtest/{urllib.parse.quote(job_id, safe='')}")
+        """The compact document (`get`); ``get(job_id, view="status")`` is the lightest one."""
+        return self.get(job_id)
+
+    def details(self, job_id: str) -> list[dict[str, Any]]:
+        """GET /backtest/{job_id}/details: the top-k columns (best first), each with ``column``,
+        ``symbol``, ``params``, ``metrics``, ``equity`` {time, value} and ``trades``."""
+        return self._json("GET", self._job_path(job_id, "/details"))["details"]
+
+    def column(self, job_id: str, n: int) -> dict[str, Any]:
+        """GET /backtest/{job_id}/columns/{n}: any column's metrics, equity curve and trades,
+        computed on demand (``n``: the results table's ``column``; 404 when there is none)."""
+        return self._json("GET", self._job_path(job_id, f"/columns/{int(n)}"))
 
     def jobs(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
-        """GET /backtest: ``{"jobs", "total", "limit", "offset"}``, newest first."""
+        """GET /backtest: ``{"jobs", "total", "limit", "offset"}``, newest first; each job brief
+        (status, progress, timings, strategy, n_symbols, n_columns)."""
         return self._json("GET", "/backtest", query={"status": status, "limit": limit, "offset": offset})
 
-    def wait(self, job_id: str, poll: float = 0.2, timeout: float | None = None,
+    def wait(self, job_id: str, poll: float = 1.0, timeout: float | None = None,
              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Poll until the job is final and return its document (succeeded or cancelled).
+        """Long-poll until the job is final and return its compact document (succeeded or cancelled).
 
-        The first polls come quickly (every 25 ms for 0.25 s, then doubling up to ``poll``), so a
-        short job is seen done within a few milliseconds and a long one costs few requests.
+        Each request asks the server to answer once the job is final (``?wait=``), so a short job is
+        seen done at once and a long one costs a request every 30 s (every ``poll`` seconds when
+        ``on_progress`` is given: ``on_progress(status_doc)`` is called whenever status, stage or
+        progress changes).
 
         Raises `JobFailed` when it failed, `WaitTimeout` after ``timeout`` seconds (None: no limit).
-        ``on_progress(job)`` is called with the document whenever status, stage or progress changes.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[Any, ...] | None = None
-        started = time.monotonic()
-        interval = min(poll, FAST_POLL_S)
+        longest = min(LONG_POLL_S, max(0.05, self.timeout - 2.0 if self.timeout > 10 else self.timeout * 0.5))
+        if on_progress is not None:
+            longest = min(longest, max(0.05, poll))
         while True:
-            job = self.status(job_id)
-            key = (job.get("status"), job.get("stage"), job.get("progress"))
+            left = None if deadline is None else deadline - time.monotonic()
+            span = longest if left is None else max(0.001, min(longest, left))
+            t0 = time.monotonic()
+            doc = self.get(job_id, view="status", wait=span)
+            key = (doc.get("status"), doc.get("stage"), doc.get("progress"))
             if on_progress is not None and key != seen:
-                on_progress(job)
+                on_progress(doc)
             seen = key
-            if job.get("status") in FINAL_STATUSES:
-                if job["status"] == FAILED:
+            if doc.get("status") in FINAL_STATUSES:
+                job = self.get(job_id)
+                if job.get("status") == FAILED:
                     raise JobFailed(job)
                 return job
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise WaitTimeout(job, timeout or 0.0)
-                time.sleep(min(interval, left))
-            else:
-                time.sleep(interval)
-            if time.monotonic() - started >= FAST_POLL_WINDOW_S:
-                interval = min(poll, interval * 2)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(doc, timeout or 0.0)
+            early = MIN_POLL_GAP_S - (time.monotonic() - t0)
+            if early > 0:  # the server did not hold the request: do not spin
+                time.sleep(early if deadline is None else max(0.0, min(early, deadline - time.monotonic())))
 
-    def run(self, spec: Mapping[str, Any], idempotency_key: str | None = None, poll: float = 0.2,
+    def run(self, spec: Mapping[str, Any], idempotency_key: str | None = None, poll: float = 1.0,
             timeout: float | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None
             ) -> dict[str, Any]:
-        """`submit` then `wait`: the final job document (its ``summary`` has the top rows)."""
+        """`submit` then `wait`: the final compact job document (``info``, ``top`` rows)."""
         job = self.submit(spec, idempotency_key)
         return self.wait(job["job_id"], poll=poll, timeout=timeout, on_progress=on_progress)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """DELETE /backtest/{job_id}: a queued job never runs; a running one stops at its next chunk."""
-        return self._json("DELETE", f"/backtest/{urllib.parse.quote(job_id, safe='')}")
+        """DELETE /backtest/{job_id}: a queued job never runs; a running one stops at its next chunk.
+        A finished job raises `ApiError` 409 (``details["status"]`` is its status)."""
+        return self._json("DELETE", self._job_path(job_id))
 
     def results(self, job_id: str, format: str = "json", limit: int | None = None, offset: int | None = None,
                 sort: str | None = None) -> Any:
@@ -301,7 +337,7 @@ class BacktestClient:
         if format not in ("json", "csv", "parquet"):
             raise ValueError("format must be json, csv or parquet")
         query = {"format": format, "limit": limit, "offset": offset, "sort": sort}
-        _, _, data = self._request("GET", f"/backtest/{urllib.parse.quote(job_id, safe='')}/results", query=query)
+        _, _, data = self._request("GET", self._job_path(job_id, "/results"), query=query)
         if format == "json":
             return json.loads(data.decode("utf-8"))
         if format == "csv":

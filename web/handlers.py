@@ -7,6 +7,7 @@ it touches the database, files or compute) and shapes the JSON answer.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import math
@@ -22,14 +23,20 @@ import pyarrow.parquet as pq
 from aiohttp import web
 
 from ..core.artifacts import Artifact, read_details
+from ..core.engine import StrategyError
 from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
-from ..core.jobstatus import STATUSES, SUCCEEDED
-from ..core.jsonsafe import json_cell
+from ..core.jobstatus import CANCELLED, QUEUED, RUNNING, STATUSES, SUCCEEDED
+from ..core.jsonsafe import json_cell, to_jsonable
+from ..core.timeutil import utc_now
 from ..plugins.manager import strategies
 from . import keys as K
+from . import schemas as S
+from .jobwatch import POLL_S
+from .openapi import MAX_WAIT_S, TOP_DEFAULT, TOP_MAX
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+VIEWS = ("compact", "status", "full")
 
 
 class BadRequest(GpuBacktestError):
@@ -55,6 +62,13 @@ class PayloadTooLarge(GpuBacktestError):
 class Unavailable(GpuBacktestError):
     code = "unavailable"
     status = 503
+
+
+class StrategyFailed(GpuBacktestError):
+    """A strategy's code raised while computing a column on demand (the job itself had succeeded)."""
+
+    code = "strategy_error"
+    status = 422
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -97,31 +111,111 @@ def _parse_json(text: str) -> Any:
 
 
 def _job_links(job_id: str) -> dict[str, str]:
-    return {"self": f"/backtest/{job_id}", "results": f"/backtest/{job_id}/results"}
+    base = f"/backtest/{job_id}"
+    return {"self": base, "results": f"{base}/results", "details": f"{base}/details",
+            "columns": f"{base}/columns/{{n}}"}
 
 
-def _job_doc(job: Any, full: bool = True, history: list[Any] | None = None) -> dict[str, Any]:
-    d = job.to_dict()
-    doc = {k: d.get(k) for k in ("id", "status", "progress", "stage", "error", "attempts", "created_at",
-                                   "started_at", "finished_at")}
-    doc["job_id"] = doc.pop("id")
-    if full:
-        doc["spec"] = d.get("spec")
-        doc["summary"] = d.get("summary")
-    if history is not None:
-        doc["attempts_history"] = [a.to_dict() for a in history]
-    doc["links"] = _job_links(doc["job_id"])
-    return doc
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
-async def _job(request: web.Request) -> Any:
+def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
+    if not isinstance(a, dt.datetime) or not isinstance(b, dt.datetime):
+        return None
+    return round(max(0.0, (b - a).total_seconds()), 3)
+
+
+def _timings(job: Any, now: dt.datetime) -> dict[str, Any]:
+    """Submitted/started/finished, and seconds queued and run (until now while queued or running)."""
+    queued = job.status == QUEUED
+    started = None if queued else job.started_at
+    return {"created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at),
+            "queued_s": _seconds(job.created_at, now if queued else (started or job.finished_at)),
+            "run_s": _seconds(started, job.finished_at or now) if started is not None else None}
+
+
+def _eta(job: Any, now: dt.datetime) -> float | None:
+    """Seconds left at the progress rate so far (running jobs with some progress), else None."""
+    p = float(job.progress or 0.0)
+    if job.status != RUNNING or not 0.0 < p < 1.0 or not isinstance(job.started_at, dt.datetime):
+        return None
+    elapsed = max(0.0, (now - job.started_at).total_seconds())
+    return round(elapsed * (1.0 - p) / p, 3)
+
+
+def _error(error: Any) -> dict[str, Any] | None:
+    """A stored job error as the envelope's inner object (code, message, details)."""
+    if not error:
+        return None
+    if not isinstance(error, dict):
+        return {"code": "error", "message": str(error), "details": None}
+    return {**error, "code": str(error.get("code") or "error"), "message": str(error.get("message") or ""),
+            "details": error.get("details")}
+
+
+def _status_doc(job: Any, now: dt.datetime) -> dict[str, Any]:
+    return {"job_id": job.id, "status": job.status, "progress": min(1.0, max(0.0, float(job.progress or 0.0))),
+            "stage": job.stage, "eta_s": _eta(job, now), "error": _error(job.error), "links": _job_links(job.id)}
+
+
+def _brief_doc(job: Any, now: dt.datetime) -> dict[str, Any]:
+    # strategy / n_symbols / n_columns: columns of the jobs table (None where the store does not have them)
+    return {**_status_doc(job, now), "strategy": getattr(job, "strategy", None),
+            "n_symbols": getattr(job, "n_symbols", None), "n_columns": getattr(job, "n_columns", None),
+            "attempts": job.attempts, "timings": _timings(job, now)}
+
+
+def _compact_doc(job: Any, history: list[Any], top: int, now: dt.datetime) -> dict[str, Any]:
+    summary = job.summary if job.status == SUCCEEDED and isinstance(job.summary, dict) else None
+    info = summary.get("info") if summary else None
+    rows = None
+    if summary is not None:
+        rows = [{k: r.get(k) for k in ("rank", "column", "symbol", "params", "metrics")}
+                for r in (summary.get("top") or [])[:top]]
+    return {**_brief_doc(job, now), "info": info, "top": rows, "attempts_history": [a.to_dict() for a in history]}
+
+
+def job_brief(job: Any) -> dict[str, Any]:
+    """A job as listed, submitted and cancelled (`schemas.JobBrief`)."""
+    return S.build(S.JobBrief, _brief_doc(job, utc_now()))
+
+
+async def _job(request: web.Request, light: bool = False) -> Any:
     job_id = request.match_info["job_id"]
     if not JOB_ID_RE.fullmatch(job_id):
         raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
-    job = await asyncio.to_thread(request.app[K.STORE].get, job_id)
+    store = request.app[K.STORE]
+    job = await asyncio.to_thread(store.get_light if light else store.get, job_id)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}", {"job_id": job_id})
     return job
+
+
+def _wait_param(request: web.Request) -> float | None:
+    raw = request.query.get("wait")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.0 < value <= MAX_WAIT_S):
+        raise BadRequest(f"query parameter wait must be a number of seconds, more than 0 and at most {MAX_WAIT_S:g}",
+                         {"parameter": "wait"})
+    return value
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(to_jsonable(doc), separators=(",", ":"), allow_nan=False)
+
+
+async def _json_body(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer (non-finite numbers as null) serialised off the event loop: for large documents."""
+    body = await asyncio.to_thread(_dumps, doc)
+    return web.Response(body=body.encode(), status=status, headers=headers, content_type="application/json",
+                        charset="utf-8")
 
 
 # -- backtests --------------------------------------------------------------------------------
@@ -140,51 +234,150 @@ async def submit_backtest(request: web.Request) -> web.Response:
         raise BadRequest(f"malformed JSON: {exc}") from None
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
-        raise BadRequest("Idempotency-Key must be 1 to 200 characters")
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters", {"parameter": "Idempotency-Key"})
     job = await manager.submit(doc, key)
-    body = _job_doc(job, full=False)
-    return web.json_response(body, status=202, headers={"Location": f"/backtest/{job.id}"})
+    return web.json_response(job_brief(job), status=202, headers={"Location": f"/backtest/{job.id}"})
 
 
 async def list_backtests(request: web.Request) -> web.Response:
-    """GET /backtest?status=&limit=&offset=: newest first."""
+    """GET /backtest?status=&limit=&offset=: newest first; each job brief (status, progress, timings,
+    strategy, n_symbols, n_columns), never its spec or summary."""
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", {"parameter": "status"})
     limit = _int_param(request, "limit", 50, 1, 500)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     jobs, total = await asyncio.to_thread(request.app[K.STORE].list, status, limit, offset)
-    return web.json_response({"jobs": [_job_doc(j, full=False) for j in jobs], "total": total,
-                              "limit": limit, "offset": offset})
+    now = utc_now()
+    return web.json_response(S.build(S.JobList, {"jobs": [_brief_doc(j, now) for j in jobs], "total": total,
+                                                 "limit": limit, "offset": offset}))
 
 
 async def get_backtest(request: web.Request) -> web.Response:
-    """GET /backtest/{job_id}: status, progress, timings, error, the summary when done, and the
-    history of its runs (``attempts_history``: generation, owner, started, ended, outcome)."""
-    job = await _job(request)
+    """GET /backtest/{job_id}?view=compact|status|full&wait=S&top=N.
+
+    compact (default): status, progress, stage, ETA, timings, error, the run's info and its best
+    rows' metrics, the history of its runs; status: the lightest form; full: also the spec and the
+    whole stored summary (top-k equity curves and trades). ``wait``: long-poll until the job is
+    final, at most S seconds (woken by this server's finish events; the database is re-read every
+    `jobwatch.POLL_S`, for jobs that end on another server)."""
+    view = request.query.get("view", "compact")
+    if view not in VIEWS:
+        raise BadRequest(f"view must be one of {', '.join(VIEWS)}", {"parameter": "view"})
+    wait = _wait_param(request)
+    top = _int_param(request, "top", TOP_DEFAULT, 0, TOP_MAX)
+    light = view == "status"
+    job = await _job(request, light=light or wait is not None)
+    if wait is not None:
+        if not job.is_final:
+            job = await _long_poll(request, job, wait)
+        if not light:
+            job = await _job(request)  # the whole row, as it is now
+    now = utc_now()
+    if light:
+        return web.json_response(S.build(S.JobStatusDoc, _status_doc(job, now)))
     history = await asyncio.to_thread(request.app[K.STORE].attempts_history, job.id)
-    doc = _job_doc(job, history=history)
-    summary = doc.get("summary")
-    if summary is not None and "details" not in summary and job.artifact_path:  # stored beside the table
-        details = await asyncio.to_thread(read_details, job.artifact_path)
-        doc["summary"] = {**summary, "details": details or []}
+    doc = S.build(S.JobDoc, _compact_doc(job, history, top, now))
+    if view == "full":
+        summary = job.summary
+        if isinstance(summary, dict) and "details" not in summary:  # stored beside the table
+            summary = {**summary, "details": await _stored_details(job)}
+        return await _json_body({**doc, "spec": job.spec, "summary": summary})
     return web.json_response(doc)
 
 
+async def _long_poll(request: web.Request, job: Any, wait: float) -> Any:
+    """The job once final, or as it is after ``wait`` seconds (never blocks the loop)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    store, watch = request.app[K.STORE], request.app[K.WATCH]
+    while not job.is_final:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        await watch.wait(job.id, min(left, POLL_S))
+        job = await asyncio.to_thread(store.get_light, job.id) or job
+    return job
+
+
 async def cancel_backtest(request: web.Request) -> web.Response:
-    """DELETE /backtest/{job_id}: cancel (queued: never runs; running: stops at its next chunk)."""
-    await _job(request)
-    job = await request.app[K.JOBS].cancel(request.match_info["job_id"])
-    return web.json_response(_job_doc(job, full=False))
+    """DELETE /backtest/{job_id}: cancel (queued: never runs; running: stops at its next chunk);
+    409 for a job already succeeded, failed or cancelled."""
+    job = await _job(request, light=True)
+    if not job.is_final:
+        job = await request.app[K.JOBS].cancel(job.id) or job
+        if job.status == CANCELLED:
+            request.app[K.WATCH].wake(job.id)
+            return web.json_response(job_brief(job))
+        if not job.is_final:  # running: stops at its next chunk
+            return web.json_response(job_brief(job))
+    raise Conflict(f"job {job.id} is already {job.status}; only a queued or running job can be cancelled",
+                   {"status": job.status})
+
+
+async def backtest_details(request: web.Request) -> web.Response:
+    """GET /backtest/{job_id}/details: the top-k columns' equity curves and trades, as stored."""
+    job = await _job(request)
+    _require_succeeded(job, "details exist")
+    details = await _stored_details(job)
+    return await _json_body({"job_id": job.id, "details": details})
+
+
+async def _stored_details(job: Any) -> list[dict[str, Any]]:
+    """The top-k details: beside the job's table (``details.json``), or in the summary of a job
+    finished before they moved there."""
+    summary = job.summary if isinstance(job.summary, dict) else {}
+    if "details" in summary:
+        return summary["details"] or []
+    if not job.artifact_path:
+        return []
+    return await asyncio.to_thread(read_details, job.artifact_path) or []
+
+
+def _top_k_columns(job: Any) -> list[int]:
+    """The columns the run recorded details for (its top-k), from the summary."""
+    summary = job.summary if isinstance(job.summary, dict) else {}
+    if "details" in summary:
+        return [d["column"] for d in summary["details"] or [] if isinstance(d.get("column"), int)]
+    top = summary.get("top") or []
+    return [r["column"] for r in top[:int(summary.get("details_count") or 0)] if isinstance(r.get("column"), int)]
+
+
+async def backtest_column(request: web.Request) -> web.Response:
+    """GET /backtest/{job_id}/columns/{n}: column n's equity curve, trades and metrics, computed on
+    demand from the job's spec (in a worker thread), pinned to the run's first and last bar."""
+    job = await _job(request)
+    raw = request.match_info["n"]
+    info = ((job.summary or {}).get("info") or {}) if isinstance(job.summary, dict) else {}
+    count = getattr(job, "n_columns", None) or info.get("n_columns")
+    n = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else None
+    if n is None or (job.status == SUCCEEDED and isinstance(count, int) and n >= count):
+        span = f"; the job has {count} columns (0 to {count - 1})" if isinstance(count, int) else ""
+        raise NotFoundError(f"no column {raw!r}{span}", {"column": raw, "n_columns": count})
+    _require_succeeded(job, "columns can be computed")
+    top_k = _top_k_columns(job)
+    async with request.app[K.COLUMN_SLOTS]:
+        try:
+            detail = await asyncio.to_thread(request.app[K.ENGINE].column_details, job.spec, n,
+                                             start=info.get("start"), end=info.get("end"), top_columns=top_k)
+        except StrategyError as exc:
+            raise StrategyFailed(exc.message, exc.details) from None
+    rank = next((r.get("rank") for r in (job.summary or {}).get("top") or [] if r.get("column") == n), None)
+    return await _json_body({"job_id": job.id, "rank": rank, **detail})
+
+
+def _require_succeeded(job: Any, what: str) -> None:
+    if job.status != SUCCEEDED:
+        raise Conflict(f"job {job.id} is {job.status}; {what} once it has succeeded", {"status": job.status})
 
 
 async def backtest_results(request: web.Request) -> web.StreamResponse:
     """GET /backtest/{job_id}/results?format=json|csv|parquet&limit=&offset=&sort=: the full table,
     read from the job's Parquet pieces (merged in rank order, in bounded memory, off the loop)."""
-    job = await _job(request)
-    if job.status != SUCCEEDED or not job.artifact_path:
-        raise Conflict(f"job {job.id} is {job.status}; results exist once it has succeeded",
-                       {"status": job.status})
+    job = await _job(request, light=True)
+    _require_succeeded(job, "results exist")
+    if not job.artifact_path:
+        raise Conflict(f"job {job.id} has no stored table", {"status": job.status})
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv", "parquet"):
         raise BadRequest("format must be json, csv or parquet", {"parameter": "format"})
@@ -320,6 +513,13 @@ async def data_symbols(request: web.Request) -> web.Response:
         total = await asyncio.to_thread(svc.store.count, source, frequency)
     return web.json_response({"symbols": [e.to_dict() for e in entries], "total": total, "limit": limit,
                               "offset": offset})
+
+
+async def upload(request: web.Request) -> web.Response:
+    """POST /data/upload: a multipart body must name its boundary (aiohttp raises ValueError otherwise)."""
+    if request.content_type.startswith("multipart/") and "boundary=" not in request.headers.get("Content-Type", ""):
+        raise BadRequest("multipart/form-data needs a boundary parameter", {"parameter": "Content-Type"})
+    return await data_upload(request)
 
 
 async def data_upload(request: web.Request) -> web.Response:

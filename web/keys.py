@@ -15,6 +15,9 @@ DATA: web.AppKey[Any] = web.AppKey("data", object)
 CLUSTER: web.AppKey[Any] = web.AppKey("cluster", object)
 ENGINE: web.AppKey[Any] = web.AppKey("engine", object)
 JOBS: web.AppKey[Any] = web.AppKey("jobs", object)
+OPENAPI_30: web.AppKey[dict[str, Any]] = web.AppKey("openapi_30", dict)  # the document's 3.0 form (/docs)
+WATCH: web.AppKey[Any] = web.AppKey("watch", object)  # FinishWatch: wakes long-polls (web/jobwatch.py)
+COLUMN_SLOTS: web.AppKey[Any] = web.AppKey("column_slots", object)  # bounds on-demand column computations
 
 # per-request state (web.RequestKey exists from aiohttp 3.13; a plain string before)
 REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..core.errors import GpuBacktestError
 from . import keys as K
@@ -21,6 +22,11 @@ from . import keys as K
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = {"/health"}
+DOCS_PATHS = {"/docs", "/openapi.json"}  # and everything under /docs/: public with GPU_BACKTEST_PUBLIC_DOCS
+CORS_ALLOW_HEADERS = "X-API-Key, Idempotency-Key, Content-Type, X-Request-ID"
+CORS_EXPOSE_HEADERS = "X-Request-ID, Location, Content-Disposition"
+CORS_METHODS = "GET, POST, DELETE"
+CORS_MAX_AGE_S = 600
 
 
 def error_response(status: int, code: str, message: str, details: Any = None,
@@ -56,6 +62,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GpuBacktestError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details, rid)
+    except HttpProcessingError as exc:  # a body aiohttp could not parse (e.g. a multipart part's headers)
+        return error_response(400, "bad_request", f"malformed request: {exc.message or type(exc).__name__}"[:300],
+                              None, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -68,13 +77,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal server error", None, rid)
 
 
-def auth_middleware(api_key: str | None, required: bool) -> Callable[..., Any]:
-    """X-API-Key on every path but /health when ``required``; constant-time comparison on bytes."""
+def is_public(path: str, public_docs: bool) -> bool:
+    """Whether ``path`` is served without a key: /health; with ``public_docs`` also the explorer and the document."""
+    return path in PUBLIC_PATHS or (public_docs and (path in DOCS_PATHS or path.startswith("/docs/")))
+
+
+def auth_middleware(api_key: str | None, required: bool, public_docs: bool = False) -> Callable[..., Any]:
+    """X-API-Key on every path but /health (and, with ``public_docs``, /docs, /docs/… and /openapi.json)
+    when ``required``; constant-time comparison on bytes."""
     expected = (api_key or "").encode("utf-8")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if required and request.path not in PUBLIC_PATHS:
+        if required and not is_public(request.path, public_docs):
             given = request.headers.get("X-API-Key", "").encode("utf-8", "surrogateescape")
             if not given or not hmac.compare_digest(given, expected):
                 return error_response(401, "unauthorized", "missing or invalid X-API-Key", None,
@@ -104,3 +119,44 @@ def metrics_middleware(metrics: Any) -> Callable[..., Any]:
             metrics.observe_request(request.method, route, status, time.perf_counter() - t0)
 
     return middleware
+
+
+def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Any]:
+    """Answer CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) from ``origins``
+    (``*``: any) before authentication; `cors_headers` adds the headers to every answer."""
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if (request.method == "OPTIONS" and origin and "Access-Control-Request-Method" in request.headers
+                and (allow_any or origin in origins)):
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": CORS_METHODS,
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS, "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                "Vary": "Origin"})
+        return await handler(request)
+
+    return middleware
+
+
+def cors_headers(origins: tuple[str, ...]) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An ``on_response_prepare`` hook: Access-Control-Allow-Origin (and exposed headers) on answers to
+    a listed origin — errors and streamed downloads included."""
+    allow_any = "*" in origins
+
+    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin and (allow_any or origin in origins) and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+            response.headers.add("Vary", "Origin")
+
+    return hook
+
+
+async def request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` hook: X-Request-ID on every answer, streamed ones included."""
+    rid = request.get(K.REQUEST_ID)
+    if rid and "X-Request-ID" not in response.headers:
+        response.headers["X-Request-ID"] = rid
