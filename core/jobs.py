@@ -416,7 +416,7 @@ class JobManager:
             if artifact is not None:  # the curves and trades beside the table, not in the job's row
                 await asyncio.to_thread(artifacts.write_details, artifact, result.details)
             summary = {"info": result.info, "top": result.rows(SUMMARY_ROWS),
-                       "details_count": len(result.details)}
+                       "details_columns": [int(d["column"]) for d in result.details]}
             status = SUCCEEDED
         except Cancelled:
             status = CANCELLED

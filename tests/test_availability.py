@@ -169,7 +169,7 @@ async def test_listing_reads_no_summary_and_details_live_beside_the_table(aiohtt
     assert (jobs[0].strategy, jobs[0].n_symbols, jobs[0].n_columns) == ("sma_crossover", 2, 12)
     assert not hasattr(jobs[0], "summary") and not hasattr(jobs[0], "spec")
     row = await asyncio.to_thread(store.get, job_id)
-    assert "details" not in row.summary and row.summary["details_count"] == 2  # the row stays small
+    assert "details" not in row.summary and len(row.summary["details_columns"]) == 2  # the row stays small
     details = await asyncio.to_thread(artifacts.read_details, row.artifact_path)
     assert [d["column"] for d in details] == [r["column"] for r in row.summary["top"][:2]]
     assert len(details[0]["equity"]["value"]) > 100

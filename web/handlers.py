@@ -339,8 +339,7 @@ def _top_k_columns(job: Any) -> list[int]:
     summary = job.summary if isinstance(job.summary, dict) else {}
     if "details" in summary:
         return [d["column"] for d in summary["details"] or [] if isinstance(d.get("column"), int)]
-    top = summary.get("top") or []
-    return [r["column"] for r in top[:int(summary.get("details_count") or 0)] if isinstance(r.get("column"), int)]
+    return [c for c in summary.get("details_columns") or [] if isinstance(c, int)]
 
 
 async def backtest_column(request: web.Request) -> web.Response:
