@@ -100,6 +100,20 @@ class MarketDataService:
         return [{**src.schema(), "stored_series": counts.get(name, 0)}
                 for name, src in sorted(self.sources().items())]
 
+    # -- deleting ---------------------------------------------------------------------------
+    def delete_series(self, source: str, frequency: str, symbol: str) -> CatalogEntry:
+        """Remove one stored series (catalog row and files); returns what it was. Names are
+        checked whole; NotFoundError when no such series is stored."""
+        check_source(source)
+        check_frequency(frequency)
+        check_symbol(symbol)
+        entry = self.store.entry(source, symbol, frequency)
+        if entry is None:
+            raise NotFoundError(f"no stored {frequency} series {symbol!r} in {source!r}",
+                                {"source": source, "frequency": frequency, "symbol": symbol})
+        self.store.delete(source, symbol, frequency)
+        return entry
+
     # -- symbols ----------------------------------------------------------------------------
     def symbols(self, source: str | None = None, frequency: str | None = None, prefix: str | None = None,
                 limit: int | None = None, offset: int = 0) -> list[CatalogEntry]:

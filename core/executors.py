@@ -18,6 +18,8 @@ the run.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from collections import Counter
@@ -173,6 +175,25 @@ def _top_of(rank_by: str, n: int, *parts: Any) -> pd.DataFrame:
     return merge_candidates(rank_by, n, *[p.top if isinstance(p, PartitionOutput) else p for p in parts])
 
 
+EVENT_CLEAR_S = 60.0  # a cancelled run's stop event is removed from the scheduler after this long
+
+
+def _stop_tasks(event: Any) -> None:
+    """Set a run's stop event (its running tasks stop at their next chunk), and remove it from
+    the scheduler a minute later, so that a server running for weeks does not keep one per cancel."""
+    if event is None:
+        return
+    event.set()
+
+    def clear() -> None:
+        with contextlib.suppress(Exception):
+            event.clear()  # no waiters: the scheduler deletes the event
+
+    timer = threading.Timer(EVENT_CLEAR_S, clear)
+    timer.daemon = True
+    timer.start()
+
+
 def _raise_task_error(fut: Any, retries: int) -> None:
     """Raise a failed task's error: ours as they are (code, message, details), others as
     `TaskFailed` naming the stage and the error (never a traceback)."""
@@ -221,16 +242,14 @@ class DaskExecutor:
         last_done = time.monotonic()
         while pending:
             if self.stall_timeout_s is not None and time.monotonic() - last_done > self.stall_timeout_s:
-                if event is not None:
-                    event.set()
+                _stop_tasks(event)
                 self.client.cancel(list(futs))
                 raise TaskTimeout(
                     f"no task of this job finished for {self.stall_timeout_s:g} s (GPU_BACKTEST_TASK_TIMEOUT_S); "
                     f"{len(pending)} task(s) were still running or waiting — a worker may be stuck",
                     {"timeout_s": self.stall_timeout_s, "pending_tasks": len(pending)})
             if cancel is not None and cancel():
-                if event is not None:
-                    event.set()  # running partition tasks stop at their next chunk
+                _stop_tasks(event)  # running partition tasks stop at their next chunk
                 self.client.cancel(list(futs))
                 raise Cancelled("cancelled")
             try:

@@ -253,3 +253,37 @@ async def test_csv_export_streams_while_the_server_answers(aiohttp_client: Any, 
     assert len(table) == listed.get("n_columns", len(table)) > 10_000
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
     assert healthy > 0
+
+
+async def test_delete_over_http_a_finished_job_and_a_stored_series(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await _client(aiohttp_client, tmp_path)
+    job_id = (await (await client.post("/backtest", json=SWEEP)).json())["job_id"]
+    assert (await _wait(client, job_id))["status"] == "succeeded"
+    resp = await client.delete(f"/backtest/{job_id}")  # a finished job cannot be cancelled ...
+    assert resp.status == 409 and "purge=true" in (await resp.json())["error"]["message"]
+    resp = await client.delete(f"/backtest/{job_id}?purge=maybe")
+    assert resp.status == 400
+    resp = await client.delete(f"/backtest/{job_id}?purge=true")  # ... but deleted with its results
+    assert resp.status == 200 and (await resp.json())["job_id"] == job_id
+    assert (await client.get(f"/backtest/{job_id}")).status == 404
+    assert not Path(artifacts.job_dir(client.app[K.SETTINGS].artifact_uri, job_id)).exists()
+    # a stored series: gone from the catalog and the store
+    form = {"symbol": "DELME", "source": "mine"}
+    csv = pd.DataFrame({"date": pd.bdate_range("2020-01-01", periods=60).strftime("%Y-%m-%d"),
+                        "open": 1.0, "high": 2.0, "low": 0.5, "close": [1 + i / 100 for i in range(60)],
+                        "volume": 10}).to_csv(index=False)
+    import aiohttp
+
+    data = aiohttp.FormData()
+    for k, v in form.items():
+        data.add_field(k, v)
+    data.add_field("file", csv.encode(), filename="delme.csv", content_type="text/csv")
+    resp = await client.post("/data/upload", data=data)
+    assert resp.status == 201, await resp.text()
+    resp = await client.delete("/data/symbols/mine/1d/DELME")
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["deleted"]["symbol"] == "DELME"
+    resp = await client.get("/data/symbols?source=mine")  # its last series: the collection is gone too
+    assert resp.status == 404
+    assert (await client.delete("/data/symbols/mine/1d/DELME")).status == 404
+    assert (await client.delete("/data/symbols/mine/1d/BAD%0A")).status == 422

@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/gpu/status", h.get_gpu_status)
     app.router.add_get("/data/sources", h.data_sources)
     app.router.add_get("/data/symbols", h.data_symbols)
+    app.router.add_delete("/data/symbols/{source}/{frequency}/{symbol}", h.delete_series)
     app.router.add_post("/data/upload", h.upload)
     app.router.add_get("/health", h.health)
     app.router.add_get("/metrics", h.metrics)

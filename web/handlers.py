@@ -302,8 +302,20 @@ async def _long_poll(request: web.Request, job: Any, wait: float) -> Any:
 
 async def cancel_backtest(request: web.Request) -> web.Response:
     """DELETE /backtest/{job_id}: cancel (queued: never runs; running: stops at its next chunk);
-    409 for a job already succeeded, failed or cancelled."""
+    409 for a job already succeeded, failed or cancelled. ``?purge=true`` deletes a finished job
+    and its results instead (409 for a queued or running one: cancel it first)."""
+    purge = request.query.get("purge", "false")
+    if purge not in ("true", "false"):
+        raise BadRequest("query parameter purge must be true or false", {"parameter": "purge"})
     job = await _job(request, light=True)
+    if purge == "true":
+        if not job.is_final:
+            raise Conflict(f"job {job.id} is {job.status}; cancel it first, then delete it with ?purge=true",
+                           {"status": job.status})
+        gone = await request.app[K.JOBS].delete(job.id)
+        if gone is None:
+            raise NotFoundError(f"no job {job.id!r}", {"job_id": job.id})
+        return web.json_response(job_brief(gone))
     if not job.is_final:
         job = await request.app[K.JOBS].cancel(job.id) or job
         if job.status == CANCELLED:
@@ -311,8 +323,8 @@ async def cancel_backtest(request: web.Request) -> web.Response:
             return web.json_response(job_brief(job))
         if not job.is_final:  # running: stops at its next chunk
             return web.json_response(job_brief(job))
-    raise Conflict(f"job {job.id} is already {job.status}; only a queued or running job can be cancelled",
-                   {"status": job.status})
+    raise Conflict(f"job {job.id} is already {job.status}; only a queued or running job can be cancelled "
+                   "(DELETE with ?purge=true deletes a finished job and its results)", {"status": job.status})
 
 
 async def backtest_details(request: web.Request) -> web.Response:
@@ -495,6 +507,13 @@ async def metrics(request: web.Request) -> web.Response:
 async def data_sources(request: web.Request) -> web.Response:
     """GET /data/sources."""
     return web.json_response({"sources": await asyncio.to_thread(request.app[K.DATA].describe_sources)})
+
+
+async def delete_series(request: web.Request) -> web.Response:
+    """DELETE /data/symbols/{source}/{frequency}/{symbol}: remove one stored series."""
+    m = request.match_info
+    entry = await asyncio.to_thread(request.app[K.DATA].delete_series, m["source"], m["frequency"], m["symbol"])
+    return web.json_response({"deleted": entry.to_dict()})
 
 
 async def data_symbols(request: web.Request) -> web.Response:

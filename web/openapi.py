@@ -200,11 +200,17 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                 parameters=[JOB_ID, view, wait, top],
                 responses={**job_answer, **_errors(400, 404)}),
             "delete": _op(
-                "Cancel a job", tag="backtests",
+                "Cancel a job, or delete a finished one", tag="backtests",
                 description="A queued job never runs; a running one stops at its next chunk. A finished job "
-                            "(succeeded, failed, cancelled) cannot be cancelled: 409 with its status.",
-                parameters=[JOB_ID],
-                responses={"200": _json("cancelled (queued) or cancel requested (running)", S.JobBrief),
+                            "(succeeded, failed, cancelled) cannot be cancelled: 409 with its status. With "
+                            "`?purge=true` a finished job is deleted with its results (a queued or running one: "
+                            "409, cancel it first). Finished jobs are also deleted "
+                            "GPU_BACKTEST_RETENTION_DAYS after they end.",
+                parameters=[JOB_ID, _query("purge", {"type": "string", "enum": ["true", "false"],
+                                                     "default": "false"},
+                                           "true: delete the finished job and its results")],
+                responses={"200": _json("cancelled (queued), cancel requested (running), or deleted (purge)",
+                                        S.JobBrief),
                            **_errors(404, 409)}),
         },
         "/backtest/{job_id}/results": {"get": _op(
@@ -240,6 +246,13 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                         _query("frequency", {"type": "string"}, "only this bar frequency", "1d"),
                         _query("prefix", {"type": "string"}, "only symbols starting with this"), *_page(10_000, 100)],
             responses={"200": _json("one page of series", S.SymbolList), **_errors(400, 404, 422)})},
+        "/data/symbols/{source}/{frequency}/{symbol}": {"delete": _op(
+            "Delete a stored series (its catalog row and every file of it)", tag="data",
+            description="A job already running on it may fail; a fetching source (Tiingo) fetches it again "
+                        "when a job next needs it.",
+            parameters=[{"name": n, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},
+                         "example": e} for n, e in (("source", "upload"), ("frequency", "1d"), ("symbol", "AAPL"))],
+            responses={"200": _json("deleted", S.SeriesDeleted), **_errors(404, 422)})},
         "/data/upload": {"post": _op(
             "Upload market data (CSV or Parquet)", tag="data",
             description="Multipart: a `file` part, and optional `symbol`, `source` (default upload) and "

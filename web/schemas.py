@@ -36,6 +36,7 @@ __all__ = [
     "JobStatusDoc",
     "ResultsPage",
     "RunInfo",
+    "SeriesDeleted",
     "SourceList",
     "StrategyList",
     "SymbolList",
@@ -440,6 +441,14 @@ class UploadResult(Model):
     model_config = _examples({"stored": [_ENTRY_EXAMPLE]})
 
 
+class SeriesDeleted(Model):
+    """``DELETE /data/symbols/{source}/{frequency}/{symbol}``: the series removed."""
+
+    deleted: SymbolEntry
+
+    model_config = _examples({"deleted": _ENTRY_EXAMPLE})
+
+
 class WorkerInfo(Model):
     """A Dask worker."""
 
@@ -490,7 +499,7 @@ class Health(Model):
 
 MODELS: tuple[type[BaseModel], ...] = (
     ErrorEnvelope, JobStatusDoc, JobBrief, JobDoc, JobFull, JobList, ResultsPage, DetailsDoc, ColumnDoc,
-    StrategyList, SourceList, SymbolList, UploadResult, GpuStatus, Health,
+    StrategyList, SourceList, SymbolList, UploadResult, SeriesDeleted, GpuStatus, Health,
 )
 """The models whose schemas are the document's components (with every model they refer to)."""
 
