@@ -577,8 +577,11 @@ async def test_details_and_any_column_on_demand(client: CheckedClient) -> None:
         err = await error_of(await client.get(f"/backtest/{jid}/columns/{n}"), 404, "not_found")
         assert err["details"]["column"] == n and err["details"]["n_columns"] == 24, err
     # not succeeded: 409 naming the status; unknown job: 404
-    failed = await wait_job(client, (await submit(client, {**SINGLE, "start": "1990-01-01",
-                                                           "end": "1990-06-30"}))["job_id"])
+    await ok_json(await client.post("/data/upload", data=upload_form(bars_csv(80), symbol="LOST")), 201)
+    client.app[K.DATA].store.path("upload", "LOST", "1d").unlink()  # what only the run finds: it fails
+    failed = await wait_job(client, (await submit(client, {**SINGLE, "source": "upload",
+                                                           "symbols": ["LOST"]}))["job_id"])
+    assert failed["status"] == "failed", failed
     for path in ("details", "columns/0"):
         err = await error_of(await client.get(f"/backtest/{failed['job_id']}/{path}"), 409, "conflict")
         assert err["details"] == {"status": "failed"}

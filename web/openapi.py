@@ -21,7 +21,9 @@ from typing import Any
 
 from .. import __version__
 from ..core.jobstatus import STATUSES
-from ..core.spec import BacktestSpec
+from ..core.marketdata import SOURCE_RE
+from ..core.panel import SYMBOL_RE
+from ..core.spec import FREQUENCIES, BacktestSpec
 from . import schemas as S
 
 OPENAPI_VERSION = "3.1.0"
@@ -211,7 +213,7 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                                            "true: delete the finished job and its results")],
                 responses={"200": _json("cancelled (queued), cancel requested (running), or deleted (purge)",
                                         S.JobBrief),
-                           **_errors(404, 409)}),
+                           **_errors(400, 404, 409)}),
         },
         "/backtest/{job_id}/results": {"get": _op(
             "The full ranked table (one row per column)", tag="backtests",
@@ -250,8 +252,10 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
             "Delete a stored series (its catalog row and every file of it)", tag="data",
             description="A job already running on it may fail; a fetching source (Tiingo) fetches it again "
                         "when a job next needs it.",
-            parameters=[{"name": n, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},
-                         "example": e} for n, e in (("source", "upload"), ("frequency", "1d"), ("symbol", "AAPL"))],
+            parameters=[{"name": n, "in": "path", "required": True, "schema": schema, "example": e}
+                        for n, schema, e in (("source", {"type": "string", "pattern": SOURCE_RE.pattern}, "upload"),
+                                             ("frequency", {"type": "string", "enum": list(FREQUENCIES)}, "1d"),
+                                             ("symbol", {"type": "string", "pattern": SYMBOL_RE.pattern}, "AAPL"))],
             responses={"200": _json("deleted", S.SeriesDeleted), **_errors(404, 422)})},
         "/data/upload": {"post": _op(
             "Upload market data (CSV or Parquet)", tag="data",
