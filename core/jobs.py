@@ -18,8 +18,8 @@
 - On shutdown, running jobs get a grace period to finish; the rest are handed back to the
   queue at once (their attempt does not count). Results are written once: the final state
   is a conditional update that only the lease holder of a ``running`` job can make.
-- When a job ends, its ``callback_url`` receives a POST, signed with HMAC-SHA256 of the body
-  (``X-Signature: sha256=<hex>``) when ``GPU_SERVER_API_KEY`` is set.
+- When a job ends, its ``callback_url`` receives a POST in the background: `core/callbacks.py`
+  (address checks, signature, retries, the delivery record on the job).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import math
@@ -41,9 +40,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
-
 from . import artifacts
+from .callbacks import CallbackSender, sign  # noqa: F401 - sign: re-exported (X-Signature of callbacks)
 from .config import Settings
 from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
 from .errors import GpuBacktestError
@@ -58,11 +56,6 @@ PROGRESS_INTERVAL_S = 0.25
 def spec_hash(doc: Any) -> str:
     """sha256 of the canonical JSON of a request body (for idempotency)."""
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def sign(body: bytes, key: str) -> str:
-    """``sha256=<hex HMAC-SHA256 of body with key>`` (the X-Signature header of callbacks)."""
-    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
 def server_identity() -> str:
@@ -98,7 +91,7 @@ class JobManager:
         self._dispatcher: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self.callbacks = CallbackSender(settings, store)
         # Engine runs get a thread each; lease statements their own threads, so that a heartbeat
         # never waits behind compute for a free thread.
         self._compute = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="gbt-job")
@@ -109,7 +102,6 @@ class JobManager:
     async def start(self) -> None:
         """Recover jobs whose lease expired, then start dispatching and the heartbeat."""
         self.recovered = await self._db(self.store.recover, self.max_attempts)
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
         self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         self._reaper = asyncio.create_task(self._reap(), name="job-reaper")
@@ -153,8 +145,7 @@ class JobManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._http is not None:
-            await self._http.close()
+        await self.callbacks.close()
         self._compute.shutdown(wait=False, cancel_futures=True)
         self._lease_io.shutdown(wait=False, cancel_futures=True)
 
@@ -169,6 +160,7 @@ class JobManager:
     def validate(self, doc: Any) -> BacktestSpec:
         """Check a request body as the engine will (spec, strategy, grid); raises SpecError."""
         spec = BacktestSpec.from_dict(doc)
+        self.callbacks.check_url(spec.callback_url)
         strategy = resolve_strategy(spec, self.engine.registry)
         expand_grid(strategy, spec.params, self.settings.max_grid)
         return spec
@@ -364,24 +356,4 @@ class JobManager:
         if wrote:
             self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0})
             if job.callback_url:
-                await self._callback(job.id, job.callback_url)
-
-    async def _callback(self, job_id: str, url: str) -> None:
-        job = await asyncio.to_thread(self.store.get, job_id)
-        if job is None or self._http is None:
-            return
-        body = json.dumps({"job_id": job.id, "status": job.status, "error": job.error,
-                           "links": {"self": f"/backtest/{job.id}", "results": f"/backtest/{job.id}/results"}},
-                          separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.settings.api_key:
-            headers["X-Signature"] = sign(body, self.settings.api_key)
-        for attempt in range(3):
-            try:
-                async with self._http.post(url, data=body, headers=headers) as resp:
-                    if resp.status < 500:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.5 * 2**attempt)
-        log.warning("callback for job %s to %s failed", job_id, url)
+                self.callbacks.deliver(job.id)

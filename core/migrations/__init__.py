@@ -5,6 +5,8 @@ The revisions are the files in ``versions/``, one per schema change, each with a
 
     0001_baseline   the schema `create_all` made before migrations (jobs, schema_version)
     0002_leases     job leases (owner + expiry + generation) and the job_attempts history
+    0003_market_catalog  the market-data symbol catalog
+    0004_callback_delivery  the delivery record of a job's callback (status, attempts, last error)
 
 `migrate` runs in one transaction that first takes a lock — PostgreSQL: an advisory
 transaction lock; SQLite: ``BEGIN IMMEDIATE`` (the database's write lock) — so that several
