@@ -27,6 +27,7 @@ from ..core.jobstore import JobStore
 from ..plugins.manager import PluginRegistry, build_plugin_manager
 from . import handlers as h
 from . import keys as K
+from . import uploads
 from .metrics import ServiceMetrics
 from .middlewares import auth_middleware, error_middleware, metrics_middleware, request_id_middleware
 from .openapi import docs_page, openapi_document
@@ -46,10 +47,12 @@ def listens_beyond_loopback(host: str) -> bool:
 
 
 def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
-               cluster_processes: bool = True, dashboard_address: str | None = ":8787",
+               cluster_processes: bool = True, dashboard_address: str | None = None,
                shutdown_grace_s: float | None = None) -> web.Application:
     """The application. ``cluster``: True starts/connects a Dask cluster (cluster/dask.py),
     False runs chunks in the server process, or pass a started `ClusterHandle`.
+    ``dashboard_address``: where a local cluster's dashboard listens (default
+    GPU_BACKTEST_DASHBOARD_ADDRESS, 127.0.0.1:8787).
     ``shutdown_grace_s``: how long shutdown lets running jobs finish before handing them back
     (default GPU_BACKTEST_SHUTDOWN_GRACE_S)."""
     settings = settings or Settings.from_env()
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app[K.SETTINGS] = settings
     app[K.METRICS] = metrics
     app[K.OPENAPI] = openapi_document()
+    app[uploads.UPLOAD_SLOTS] = asyncio.Semaphore(settings.max_concurrent_uploads)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         pm = build_plugin_manager()
@@ -126,7 +130,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/gpu/status", h.get_gpu_status)
     app.router.add_get("/data/sources", h.data_sources)
     app.router.add_get("/data/symbols", h.data_symbols)
-    app.router.add_post("/data/upload", h.data_upload)
+    app.router.add_post("/data/upload", uploads.data_upload)
     app.router.add_get("/health", h.health)
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/openapi.json", openapi_json)
