@@ -94,7 +94,9 @@ def no_space(exc: BaseException) -> bool:
 
 def closing_error(request: web.Request, exc: GpuBacktestError,
                   headers: dict[str, str] | None = None) -> web.Response:
-    """The error envelope, and the connection closed after it (the rest of the body is not read)."""
+    """The error envelope, and no keep-alive: the connection closes after it. (aiohttp first
+    drains what the client still sends for up to 10 s — its lingering time — so that the client
+    reads this answer instead of a connection reset; then it closes.)"""
     resp = error_response(exc.status, exc.code, exc.message, exc.details, request.get(K.REQUEST_ID), headers)
     resp.force_close()
     return resp
