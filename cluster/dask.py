@@ -46,10 +46,26 @@ class ClusterHandle:
         return {
             "kind": self.kind,
             "scheduler": self.client.scheduler.address if self.client.scheduler else None,
-            "dashboard": self.client.dashboard_link,
+            "dashboard": self.dashboard_link(),
             "workers": [{"address": a, "name": str(w.get("name")), "nthreads": w.get("nthreads"),
                          "memory_limit": w.get("memory_limit")} for a, w in workers.items()],
         }
+
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL: for a cluster we started, where its HTTP server really listens
+        (``client.dashboard_link`` names the scheduler's host even when the dashboard is bound to
+        loopback); for an external one, what the client reports."""
+        server = getattr(getattr(self.cluster, "scheduler", None), "http_server", None)
+        sockets = list(getattr(server, "_sockets", {}).values())
+        if not sockets:
+            try:
+                return self.client.dashboard_link
+            except Exception:
+                return None
+        host, port = sockets[0].getsockname()[:2]
+        if host in ("0.0.0.0", "::"):
+            return self.client.dashboard_link  # every interface: the scheduler's host reaches it
+        return f"http://[{host}]:{port}/status" if ":" in host else f"http://{host}:{port}/status"
 
     def close(self) -> None:
         """Close the client, and the cluster when we started it."""
@@ -67,10 +83,17 @@ def _gpus_present() -> bool:
         return False
 
 
-def start_cluster(settings: Settings, processes: bool = True, dashboard_address: str | None = ":8787",
+def start_cluster(settings: Settings, processes: bool = True, dashboard_address: str | None = None,
                   n_workers: int | None = None) -> ClusterHandle:
-    """Connect to ``DASK_SCHEDULER_ADDRESS`` or start a local (CUDA) cluster."""
+    """Connect to ``DASK_SCHEDULER_ADDRESS`` or start a local (CUDA) cluster.
+
+    A local cluster's dashboard (and the scheduler's HTTP endpoints, which have no
+    authentication) listens on ``dashboard_address``, default ``GPU_BACKTEST_DASHBOARD_ADDRESS``
+    (127.0.0.1:8787: this machine only)."""
     from distributed import Client, LocalCluster
+
+    if dashboard_address is None:
+        dashboard_address = settings.dashboard_address
 
     if settings.dask_scheduler_address:
         client = Client(settings.dask_scheduler_address, timeout="30s")

@@ -96,6 +96,34 @@ def _opt_str(name: str, raw: str) -> str | None:
     return raw or None
 
 
+def _schedule(name: str, raw: str) -> tuple[float, ...]:
+    """``5,15,60`` → (5.0, 15.0, 60.0): seconds between retries, each positive."""
+    out = []
+    for part in raw.split(","):
+        if part.strip():
+            out.append(_seconds(name, part))
+    return tuple(out)
+
+
+def _address(name: str, raw: str) -> str:
+    """A ``host:port`` listening address (``127.0.0.1:8787``, ``:8787`` = every interface)."""
+    v = raw.strip()
+    _host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be host:port (e.g. 127.0.0.1:8787), got {raw!r}", {"variable": name})
+    return v
+
+
+def _public_url(name: str, raw: str) -> str | None:
+    v = raw.strip().rstrip("/")
+    if not v:
+        return None
+    if not re.match(r"^https?://[^/\s?#@]+(/[^\s?#]*)?$", v):
+        raise ConfigError(f"{name} must be an http(s) base URL such as https://backtest.example.com, got {raw!r}",
+                          {"variable": name})
+    return v
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         v = raw.strip().lower()
@@ -230,6 +258,39 @@ class Settings:
         "comma-separated browser origins allowed by CORS (e.g. https://lab.example.com); empty: no CORS headers",
     )
 
+    # --- edge security (issue 13) ---
+    max_concurrent_uploads: int = _env(
+        "GPU_BACKTEST_MAX_CONCURRENT_UPLOADS", _int(1, 1000), 2,
+        "data uploads handled at once by one server; more are answered 429 with Retry-After",
+    )
+    body_timeout_s: float = _env(
+        "GPU_BACKTEST_BODY_TIMEOUT_S", _seconds, 60.0,
+        "seconds a client has to send a request body (POST /backtest, uploads); slower: 408 and the "
+        "connection is closed",
+    )
+    public_url: str | None = _env(
+        "GPU_BACKTEST_PUBLIC_URL", _public_url, None,
+        "base URL clients reach this service at (https://host[:port][/prefix]): absolute links in callbacks "
+        "and Location headers; unset: http://<GPU_SERVER_HOST or this machine's name>:<GPU_SERVER_PORT>",
+    )
+    callback_allow: str = _env(
+        "GPU_BACKTEST_CALLBACK_ALLOW", _str, "",
+        "comma list of CIDRs (10.0.0.0/8), addresses or host names a callback_url may reach although "
+        "private, loopback or link-local; empty: only public addresses",
+    )
+    callback_retry_s: tuple[float, ...] = _env(
+        "GPU_BACKTEST_CALLBACK_RETRY_S", _schedule, (5.0, 15.0, 60.0, 180.0, 600.0),
+        "seconds before each retry of a failed callback (comma list; its length is the number of retries)",
+    )
+    callback_timeout_s: float = _env(
+        "GPU_BACKTEST_CALLBACK_TIMEOUT_S", _seconds, 10.0, "seconds one callback attempt may take",
+    )
+    dashboard_address: str = _env(
+        "GPU_BACKTEST_DASHBOARD_ADDRESS", _address, "127.0.0.1:8787",
+        "where the local Dask cluster's dashboard listens (no authentication: keep it on loopback; "
+        ":8787 = every interface)",
+    )
+
     @property
     def market_uri(self) -> str:
         """The market-data root (GPU_BACKTEST_MARKET_ROOT, else ``<data dir>/market``)."""
@@ -265,6 +326,9 @@ class Settings:
             raise ConfigError(
                 "API_KEY_REQUIRED is true but GPU_SERVER_API_KEY is not set", {"variable": "GPU_SERVER_API_KEY"}
             )
+        from .netpolicy import parse_allow
+
+        parse_allow(self.callback_allow, "GPU_BACKTEST_CALLBACK_ALLOW")
         from .storage import InvalidStorageURI, check_uri
 
         for var, uri in (("GPU_BACKTEST_MARKET_ROOT", self.market_root),

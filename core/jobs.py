@@ -18,8 +18,8 @@
 - On shutdown, running jobs get a grace period to finish; the rest are handed back to the
   queue at once (their attempt does not count). Results are written once: the final state
   is a conditional update that only the lease holder of a ``running`` job can make.
-- When a job ends, its ``callback_url`` receives a POST, signed with HMAC-SHA256 of the body
-  (``X-Signature: sha256=<hex>``) when ``GPU_SERVER_API_KEY`` is set.
+- When a job ends, its ``callback_url`` receives a POST in the background: `core/callbacks.py`
+  (address checks, signature, retries, the delivery record on the job).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import contextlib
 import datetime
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import math
@@ -42,9 +41,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
-
 from . import artifacts
+from .callbacks import CallbackSender, sign  # noqa: F401 - sign: re-exported (X-Signature of callbacks)
 from .config import Settings
 from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
 from .errors import GpuBacktestError, SpecError
@@ -61,11 +59,6 @@ PRUNE_INTERVAL_S = 3600.0  # how often retention runs (and once at start)
 def spec_hash(doc: Any) -> str:
     """sha256 of the canonical JSON of a request body (for idempotency)."""
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def sign(body: bytes, key: str) -> str:
-    """``sha256=<hex HMAC-SHA256 of body with key>`` (the X-Signature header of callbacks)."""
-    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
 def server_identity() -> str:
@@ -103,7 +96,7 @@ class JobManager:
         self._reaper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self.prune_interval_s = PRUNE_INTERVAL_S
-        self._http: aiohttp.ClientSession | None = None
+        self.callbacks = CallbackSender(settings, store)
         # Engine runs get a thread each; lease statements their own threads, so that a heartbeat
         # never waits behind compute for a free thread.
         self._compute = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="gbt-job")
@@ -114,7 +107,6 @@ class JobManager:
     async def start(self) -> None:
         """Recover jobs whose lease expired, then start dispatching and the heartbeat."""
         self.recovered = await self._db(self.store.recover, self.max_attempts)
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
         self._heartbeat = asyncio.create_task(self._beat(), name="job-heartbeat")
         self._reaper = asyncio.create_task(self._reap(), name="job-reaper")
@@ -159,8 +151,7 @@ class JobManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._http is not None:
-            await self._http.close()
+        await self.callbacks.close()
         self._compute.shutdown(wait=False, cancel_futures=True)
         self._lease_io.shutdown(wait=False, cancel_futures=True)
 
@@ -179,6 +170,7 @@ class JobManager:
         SpecError naming the field. Returns the spec and the job's listing (strategy and sizes).
         O(request): call it off the event loop."""
         spec = BacktestSpec.from_dict(doc)
+        self.callbacks.check_url(spec.callback_url)
         strategy = resolve_strategy(spec, self.engine.registry)
         n_symbols = self._universe_size(spec)
         if n_symbols > self.settings.max_symbols:
@@ -453,24 +445,4 @@ class JobManager:
             self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0,
                                        "columns": columns, "error": error})
             if job.callback_url:
-                await self._callback(job.id, job.callback_url)
-
-    async def _callback(self, job_id: str, url: str) -> None:
-        job = await asyncio.to_thread(self.store.get, job_id)
-        if job is None or self._http is None:
-            return
-        body = json.dumps({"job_id": job.id, "status": job.status, "error": job.error,
-                           "links": {"self": f"/backtest/{job.id}", "results": f"/backtest/{job.id}/results"}},
-                          separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.settings.api_key:
-            headers["X-Signature"] = sign(body, self.settings.api_key)
-        for attempt in range(3):
-            try:
-                async with self._http.post(url, data=body, headers=headers) as resp:
-                    if resp.status < 500:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.5 * 2**attempt)
-        log.warning("callback for job %s to %s failed", job_id, url)
+                self.callbacks.deliver(job.id)

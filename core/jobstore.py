@@ -140,7 +140,7 @@ __all__ = [
     "to_jsonable",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema this code writes: the head revision's ``schema_version`` (core/migrations/versions/).
 Bump it with every schema change, with the new revision file."""
 
@@ -270,6 +270,13 @@ class JobRow(Base):
     strategy: Mapped[str | None] = mapped_column("strategy", String(64), nullable=True)
     n_symbols: Mapped[int | None] = mapped_column("n_symbols", Integer, nullable=True)
     n_columns: Mapped[int | None] = mapped_column("n_columns", BigInteger, nullable=True)
+    # the delivery of its callback (schema version 6; core/callbacks.py)
+    callback_status: Mapped[str | None] = mapped_column("callback_status", String(16), nullable=True)
+    callback_attempts: Mapped[int] = mapped_column("callback_attempts", Integer, nullable=False, default=0,
+                                                   server_default=text("0"))
+    callback_last_error: Mapped[str | None] = mapped_column("callback_last_error", Text, nullable=True)
+    callback_delivered_at: Mapped[dt.datetime | None] = mapped_column("callback_delivered_at", UTCDateTime,
+                                                                      nullable=True)
 
 
 class AttemptRow(Base):
@@ -339,6 +346,10 @@ class Job:
     strategy: str | None = None
     n_symbols: int | None = None
     n_columns: int | None = None
+    callback_status: str | None = None
+    callback_attempts: int = 0
+    callback_last_error: str | None = None
+    callback_delivered_at: dt.datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -346,11 +357,22 @@ class Job:
         return is_final(self.status)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field as JSON-able data; timestamps as ISO 8601 strings in UTC."""
+        """Every field as JSON-able data; timestamps as ISO 8601 strings in UTC. Also ``callback``:
+        ``{url, status, attempts, last_error, delivered_at}`` (None without a callback URL); the
+        callback URL is shown without any ``user:password@`` part, here and in ``spec``."""
+        from .netpolicy import strip_credentials
+
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             out[f.name] = v.isoformat() if isinstance(v, dt.datetime) else v
+        url = strip_credentials(self.callback_url) if self.callback_url else None
+        out["callback_url"] = url
+        if isinstance(out.get("spec"), dict) and out["spec"].get("callback_url"):
+            out["spec"] = {**out["spec"], "callback_url": strip_credentials(str(out["spec"]["callback_url"]))}
+        out["callback"] = None if url is None else {
+            "url": url, "status": self.callback_status or "pending", "attempts": self.callback_attempts,
+            "last_error": self.callback_last_error, "delivered_at": out["callback_delivered_at"]}
         return out
 
     @classmethod
@@ -809,6 +831,24 @@ class JobStore:
             except OperationalError:
                 log.info("recovering job %s: its row is locked; trying again later", r.id)
         return counts
+
+    # ---- callbacks
+
+    def record_callback(self, job_id: str, status: str, attempts: int | None = None,
+                        last_error: str | None = None, delivered: bool = False) -> bool:
+        """Record the delivery of a job's callback: its status (``pending``, ``delivered``,
+        ``failed``, ``interrupted``), attempts so far and last error (kept when None is given);
+        ``delivered`` stamps the delivery time. False if there is no such job."""
+        values: dict[str, Any] = {"callback_status": status[:16]}
+        if attempts is not None:
+            values["callback_attempts"] = int(attempts)
+        if last_error is not None:
+            values["callback_last_error"] = last_error[:2000]
+        if delivered:
+            values["callback_delivered_at"] = utc_now()
+        with self._write() as conn:
+            res = conn.execute(update(jobs_table).where(_c.id == job_id).values(**values))
+        return res.rowcount == 1
 
     def attempts_history(self, job_id: str) -> list[Attempt]:
         """The runs of a job, oldest first (empty for a job never started)."""

@@ -265,7 +265,8 @@ class BacktestSpec:
     output: OutputOptions = field(default_factory=OutputOptions, metadata=meta(Nested(OutputOptions)))
     callback_url: str | None = field(default=None, metadata=meta(
         Text("must be an http(s) URL", nullable=True, prefixes=("http://", "https://"), extra={"format": "uri"}),
-        "POSTed {job_id, status, error, links} when the job ends"))
+        "POSTed {job_id, status, error, links} when the job ends: public addresses only, no "
+        "credentials, redirects not followed (see docs/deploy.md)"))
 
     @classmethod
     def from_dict(cls, doc: Any) -> BacktestSpec:
@@ -296,6 +297,12 @@ class BacktestSpec:
         if start and end and to_utc(start) > to_utc(end):  # (naive dates are UTC: never compared with aware ones)
             raise SpecError("end", "is before start")
         callback = rule_of(cls, "callback_url").check(d.get("callback_url"), "callback_url")
+        if callback is not None:
+            from .netpolicy import url_problem
+
+            problem = url_problem(callback)
+            if problem is not None:
+                raise SpecError("callback_url", problem)
         return cls(
             strategy=strategy,
             params=params,

@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     mg.set_defaults(func=cmd_migrate)
 
     sv = sub.add_parser("serve", help="start the HTTP server (GPU_SERVER_HOST:GPU_SERVER_PORT)")
-    sv.add_argument("--dashboard", default=":8787", help="Dask dashboard address (default :8787)")
+    sv.add_argument("--dashboard", default=None,
+                    help="Dask dashboard address (default GPU_BACKTEST_DASHBOARD_ADDRESS, 127.0.0.1:8787)")
     sv.set_defaults(func=cmd_serve)
     return parser
 

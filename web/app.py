@@ -26,7 +26,7 @@ from ..core.engine import Engine
 from ..core.jobs import JobManager
 from ..core.jobstore import JobStore
 from ..plugins.manager import PluginRegistry, build_plugin_manager
-from . import explorer
+from . import explorer, uploads
 from . import handlers as h
 from . import keys as K
 from .accesslog import access_log_middleware
@@ -59,10 +59,12 @@ def listens_beyond_loopback(host: str) -> bool:
 
 
 def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
-               cluster_processes: bool = True, dashboard_address: str | None = ":8787",
+               cluster_processes: bool = True, dashboard_address: str | None = None,
                shutdown_grace_s: float | None = None) -> web.Application:
     """The application. ``cluster``: True starts/connects a Dask cluster (cluster/dask.py),
     False runs chunks in the server process, or pass a started `ClusterHandle`.
+    ``dashboard_address``: where a local cluster's dashboard listens (default
+    GPU_BACKTEST_DASHBOARD_ADDRESS, 127.0.0.1:8787).
     ``shutdown_grace_s``: how long shutdown lets running jobs finish before handing them back
     (default GPU_BACKTEST_SHUTDOWN_GRACE_S)."""
     settings = settings or Settings.from_env()
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     watch = FinishWatch()
     app[K.WATCH] = watch
     app[K.COLUMN_SLOTS] = asyncio.Semaphore(COLUMN_COMPUTATIONS)
+    app[uploads.UPLOAD_SLOTS] = asyncio.Semaphore(settings.max_concurrent_uploads)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         # The requests' database and file work (asyncio.to_thread) runs on a pool of its own;
@@ -156,7 +159,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/data/sources", h.data_sources)
     app.router.add_get("/data/symbols", h.data_symbols)
     app.router.add_delete("/data/symbols/{source}/{frequency}/{symbol}", h.delete_series)
-    app.router.add_post("/data/upload", h.upload)
+    app.router.add_post("/data/upload", uploads.data_upload)
     app.router.add_get("/health", h.health)
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/openapi.json", explorer.openapi_json)

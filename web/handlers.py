@@ -34,6 +34,7 @@ from . import keys as K
 from . import schemas as S
 from .jobwatch import POLL_S
 from .openapi import MAX_WAIT_S, TOP_DEFAULT, TOP_MAX
+from .uploads import RequestTimeout, closing_error
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 VIEWS = ("compact", "status", "full")
@@ -174,7 +175,8 @@ def _compact_doc(job: Any, history: list[Any], top: int, now: dt.datetime) -> di
     if summary is not None:
         rows = [{k: r.get(k) for k in ("rank", "column", "symbol", "params", "metrics")}
                 for r in (summary.get("top") or [])[:top]]
-    return {**_brief_doc(job, now), "info": info, "top": rows, "attempts_history": [a.to_dict() for a in history]}
+    return {**_brief_doc(job, now), "info": info, "top": rows, "attempts_history": [a.to_dict() for a in history],
+            "callback": job.to_dict()["callback"]}
 
 
 def job_brief(job: Any) -> dict[str, Any]:
@@ -226,8 +228,16 @@ async def submit_backtest(request: web.Request) -> web.Response:
     manager = request.app[K.JOBS]
     if not manager.accepting:
         raise Unavailable("the server is shutting down; retry on another instance")
+    timeout = request.app[K.SETTINGS].body_timeout_s
     try:
-        doc = _parse_json(await request.text())
+        async with asyncio.timeout(timeout):
+            text = await request.text()
+    except TimeoutError:
+        return closing_error(request, RequestTimeout(timeout))
+    except (UnicodeDecodeError, LookupError) as exc:  # not UTF-8 (or an unknown charset)
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    try:
+        doc = _parse_json(text)
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, out-of-range numbers
@@ -235,8 +245,20 @@ async def submit_backtest(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
         raise BadRequest("Idempotency-Key must be 1 to 200 characters", {"parameter": "Idempotency-Key"})
+    if key is not None and not _utf8_text(key):
+        raise BadRequest("Idempotency-Key must be UTF-8 text without control characters",
+                         {"parameter": "Idempotency-Key"})
     job = await manager.submit(doc, key)
     return web.json_response(job_brief(job), status=202, headers={"Location": f"/backtest/{job.id}"})
+
+
+def _utf8_text(value: str) -> bool:
+    """True for text that was valid UTF-8 (aiohttp keeps other bytes as surrogates) and printable."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return value.isprintable()
 
 
 async def list_backtests(request: web.Request) -> web.Response:
@@ -488,6 +510,8 @@ async def get_gpu_status(request: web.Request) -> web.Response:
     cluster = request.app.get(K.CLUSTER)
     status["cluster"] = await asyncio.to_thread(cluster.info) if cluster is not None else None
     status["engine_backend"] = request.app[K.ENGINE].backend.name
+    # the Dask dashboard (GPU_BACKTEST_DASHBOARD_ADDRESS; by default on this machine's loopback only)
+    status["links"] = {"dashboard": (status["cluster"] or {}).get("dashboard")}
     return web.json_response(status)
 
 
@@ -531,57 +555,3 @@ async def data_symbols(request: web.Request) -> web.Response:
         total = await asyncio.to_thread(svc.store.count, source, frequency)
     return web.json_response({"symbols": [e.to_dict() for e in entries], "total": total, "limit": limit,
                               "offset": offset})
-
-
-async def upload(request: web.Request) -> web.Response:
-    """POST /data/upload: a multipart body must name its boundary (aiohttp raises ValueError otherwise)."""
-    if request.content_type.startswith("multipart/") and "boundary=" not in request.headers.get("Content-Type", ""):
-        raise BadRequest("multipart/form-data needs a boundary parameter", {"parameter": "Content-Type"})
-    return await data_upload(request)
-
-
-async def data_upload(request: web.Request) -> web.Response:
-    """POST /data/upload (multipart: file + symbol/source/frequency): stream, validate, store."""
-    if not request.content_type.startswith("multipart/"):
-        raise UnsupportedMediaType("POST /data/upload takes multipart/form-data with a 'file' part")
-    limit = request.app[K.SETTINGS].max_upload_bytes
-    fields: dict[str, str] = {}
-    tmp_path: str | None = None
-    filename = None
-    try:
-        reader = await request.multipart()
-        async for part in reader:
-            if part.name == "file":
-                if tmp_path is not None:  # would leak the first part's temporary file
-                    raise BadRequest("more than one 'file' part in the upload")
-                filename = part.filename or None  # no name: the symbol must come from a field
-                suffix = ".parquet" if (filename or "").lower().endswith((".parquet", ".pq")) else ".csv"
-                fd, tmp_path = tempfile.mkstemp(prefix="upload-", suffix=suffix)
-                size = 0
-                with os.fdopen(fd, "wb") as fh:
-                    while chunk := await part.read_chunk(64 * 1024):
-                        size += len(chunk)
-                        if size > limit:  # client_max_size does not bound a read_chunk loop
-                            raise PayloadTooLarge(f"upload larger than {limit} bytes", {"limit": limit})
-                        fh.write(chunk)
-            elif part.name in ("symbol", "source", "frequency"):
-                raw = bytearray()
-                while chunk := await part.read_chunk(1024):  # part.read() would take any size
-                    raw += chunk
-                    if len(raw) > 256:
-                        raise BadRequest(f"field {part.name} too long")
-                value = bytes(part.decode(bytes(raw))).decode("utf-8", "replace")
-                if len(value) > 64:
-                    raise BadRequest(f"field {part.name} too long")
-                fields[part.name] = value.strip()
-            else:
-                await part.release()
-        if tmp_path is None:
-            raise BadRequest("no 'file' part in the upload")
-        entries = await asyncio.to_thread(
-            request.app[K.DATA].import_file, tmp_path, fields.get("symbol") or None,
-            fields.get("source") or "upload", fields.get("frequency") or "1d", filename)
-        return web.json_response({"stored": [e.to_dict() for e in entries]}, status=201)
-    finally:
-        if tmp_path is not None:
-            Path(tmp_path).unlink(missing_ok=True)

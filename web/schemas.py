@@ -22,6 +22,7 @@ from ..core.jobstatus import ATTEMPT_OUTCOMES, STATUSES
 __all__ = [
     "MODELS",
     "Attempt",
+    "CallbackRecord",
     "ColumnDetail",
     "ColumnDoc",
     "DetailsDoc",
@@ -224,6 +225,17 @@ class JobBrief(JobStatusDoc):
     model_config = _examples(_BRIEF_EXAMPLE)
 
 
+class CallbackRecord(Model):
+    """The delivery of a job's ``callback_url`` (core/callbacks.py), recorded after every attempt."""
+
+    url: str = Field(description="the callback URL (without any user:password@)")
+    status: str = Field(description="pending, delivered, failed, or interrupted (the server stopped while a "
+                                    "retry waited)")
+    attempts: int
+    last_error: str | None = None
+    delivered_at: str | None = None
+
+
 class JobDoc(JobBrief):
     """``GET /backtest/{job_id}``: status, progress, timings, error, and for a succeeded job the run's
     facts and its best rows with their metrics (no equity curves or trades: see ``links``)."""
@@ -232,6 +244,7 @@ class JobDoc(JobBrief):
     top: list[TopRow] | None = Field(description="the best rows by info.rank_by (at most ?top=, default 10); "
                                                  "null until it succeeded")
     attempts_history: list[Attempt] = Field(description="every run of the job, oldest first")
+    callback: CallbackRecord | None = Field(default=None, description="the callback's delivery; null without one")
 
     model_config = _examples({**_BRIEF_EXAMPLE, "info": _INFO_EXAMPLE, "top": [_TOP_EXAMPLE],
                               "attempts_history": [{"generation": 1, "owner": "gpu-box:4242:1a2b3c4d",

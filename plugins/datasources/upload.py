@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
@@ -113,19 +113,28 @@ class _Problems:
         self.total = 0
         self.uncounted = False  # more problems exist than were counted (invalid UTF-8 bytes)
         self._items: list[tuple[int, int, Problem]] = []
+        self._seq = 0  # insertion order (ties on a row keep the order the checks ran in)
 
     def add(self, row: int | None, column: str | None, message: str) -> None:
         self.total += 1
-        self._items.append((row if row is not None else 0, len(self._items),
+        self._seq += 1
+        self._items.append((row if row is not None else 0, self._seq,
                             {"row": row, "column": column, "message": message}))
 
-    def add_rows(self, mask: np.ndarray, column: str | None, message: Callable[[int], str]) -> None:
-        """One problem per True in ``mask`` (positions 0.. → rows 1..); ``message(position)``."""
+    def add_rows(self, mask: np.ndarray, column: str | None, message: Callable[[int], str],
+                 offset: int = 0) -> None:
+        """One problem per True in ``mask`` (positions 0.. → rows ``offset`` + 1..); ``message(position)``."""
         hits = np.flatnonzero(mask)
         for pos in hits[: self.cap]:
-            self._items.append((int(pos) + 1, len(self._items),
-                                {"row": int(pos) + 1, "column": column, "message": message(int(pos))}))
+            row = int(pos) + 1 + offset
+            self._seq += 1
+            self._items.append((row, self._seq, {"row": row, "column": column, "message": message(int(pos))}))
         self.total += len(hits)
+
+    def prune(self) -> None:
+        """Keep only the problems `listing` can show (the first `cap` by row): bounded memory."""
+        if len(self._items) > 4 * self.cap:
+            self._items = sorted(self._items, key=lambda t: (t[0], t[1]))[: self.cap]
 
     def listing(self) -> list[Problem]:
         """File-level problems first, then by row; at most `cap` entries plus a count of the rest."""
@@ -158,8 +167,17 @@ def describe_problem(problem: Problem) -> str:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def _read_bytes(data: UploadData, limit: int, filename: str | None) -> tuple[bytes, str, bool]:
-    """The file's bytes, the name to show and whether that is a real file name (for the symbol).
+#: Rows per block: the file is read, checked and reduced to numbers one block at a time, so an
+#: import holds one block of text plus the file's numbers (about the size of the stored data).
+BLOCK_ROWS = 65_536
+_SCAN_BYTES = 1 << 20
+_HEADER_BYTES = 1 << 20
+
+
+def _open_upload(data: UploadData, limit: int, filename: str | None) -> tuple[IO[bytes], str, bool]:
+    """A binary file object over the upload (at its start), the name to show and whether that is
+    a real file name (for the symbol). A path is opened, not read; bytes and file objects are
+    taken as they are (a file object read up to the limit).
 
     Raises UploadTooLarge before reading a file over ``limit`` bytes.
     """
@@ -170,7 +188,7 @@ def _read_bytes(data: UploadData, limit: int, filename: str | None) -> tuple[byt
         raw = bytes(data)
         if len(raw) > limit:
             raise UploadTooLarge(name, limit, len(raw))
-        return raw, name, filename is not None
+        return io.BytesIO(raw), name, filename is not None
     if isinstance(data, (str, os.PathLike)):
         p = Path(data)
         name = filename or p.name
@@ -179,11 +197,11 @@ def _read_bytes(data: UploadData, limit: int, filename: str | None) -> tuple[byt
         size = p.stat().st_size
         if size > limit:
             raise UploadTooLarge(name, limit, size)
-        with p.open("rb") as fh:
-            raw = fh.read(limit + 1)
-        if len(raw) > limit:  # grew while we looked
+        fh = p.open("rb")
+        if os.fstat(fh.fileno()).st_size > limit:  # grew while we looked
+            fh.close()
             raise UploadTooLarge(name, limit, None)
-        return raw, name, True
+        return fh, name, True
     if hasattr(data, "read"):
         given = filename or getattr(data, "name", None)
         name = Path(given).name if isinstance(given, str) and given else "upload"
@@ -192,117 +210,174 @@ def _read_bytes(data: UploadData, limit: int, filename: str | None) -> tuple[byt
             raise DataError(f"{name}: the file object must be opened in binary mode", name)
         if len(raw) > limit:
             raise UploadTooLarge(name, limit, None)
-        return bytes(raw), name, name != "upload" or filename is not None
+        return io.BytesIO(bytes(raw)), name, name != "upload" or filename is not None
     raise DataError(f"cannot read an upload from a {type(data).__name__}", filename)
 
 
-def _utf8_problems(data: bytes, offset: int, problems: _Problems) -> None:
-    """Every invalid UTF-8 sequence (up to the cap) with its byte offset, line and data row."""
-    view = memoryview(data)
-    pos = line_pos = 0
+def _utf8_problems(fh: IO[bytes], offset: int, problems: _Problems) -> bool:
+    """Every invalid UTF-8 sequence (up to the cap) with its byte offset, line and data row, read
+    from ``fh`` (at ``offset`` bytes into the file) block by block. Returns whether the text
+    holds anything but white space."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    pos = offset  # file offset of the first byte of `pending`
     line = 1
+    content = False
     found = 0
-    while pos < len(data):
-        try:
-            codecs.utf_8_decode(view[pos:], "strict", True)
-            return
-        except UnicodeDecodeError as exc:
-            bad = pos + exc.start
-            line += data.count(b"\n", line_pos, bad)
-            line_pos = bad
-            if found == problems.cap:
-                problems.uncounted = True
-                return
-            found += 1
-            row = line - 1 if line > 1 else None
-            where = "in the header" if row is None else f"line {line}"
-            problems.add(row, None, f"not UTF-8 text: invalid byte 0x{data[bad]:02X} at byte offset "
-                                    f"{bad + offset} ({where}); save the file as UTF-8 CSV")
-            pos = pos + exc.end
+    pending = b""
+    while True:
+        block = fh.read(_SCAN_BYTES)
+        final = not block
+        data = pending + block
+        start = 0
+        while True:
+            try:
+                text = decoder.decode(data[start:], final)
+                content = content or (bool(text) and not text.isspace())
+                line += data.count(b"\n", start, len(data) - len(decoder.getstate()[0]))
+                pending = decoder.getstate()[0]
+                pos += len(data) - len(pending)
+                decoder.reset()
+                break
+            except UnicodeDecodeError as exc:
+                bad = start + exc.start
+                content = True
+                line += data.count(b"\n", start, bad)
+                if found == problems.cap:
+                    problems.uncounted = True
+                    return content
+                found += 1
+                row = line - 1 if line > 1 else None
+                where = "in the header" if row is None else f"line {line}"
+                problems.add(row, None, f"not UTF-8 text: invalid byte 0x{data[bad]:02X} at byte offset "
+                                        f"{pos + bad} ({where}); save the file as UTF-8 CSV")
+                line += data.count(b"\n", bad, start + exc.end)
+                start += exc.end
+                decoder.reset()
+        if final:
+            return content
 
 
-def _sniff_delimiter(data: bytes) -> str:
+def _sniff_delimiter(header_line: bytes) -> str:
     """The delimiter of the header line: the most frequent of ``,`` ``;`` tab (``,`` on ties)."""
-    header = data.split(b"\n", 1)[0].decode("utf-8", "replace")
+    header = header_line.decode("utf-8", "replace")
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
     return best if counts[best] else ","
 
 
-def _read_csv(data: bytes, problems: _Problems) -> tuple[pd.DataFrame, list[str]] | None:
-    """Parse CSV into a frame of strings (positional columns) and the header names."""
-    offset = 0
-    if data.startswith(codecs.BOM_UTF8):
-        data, offset = data[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
-    if not data.strip():
-        problems.add(None, None, "the file is empty")
-        return None
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+def _text_stream(fh: IO[bytes], offset: int) -> io.TextIOWrapper:
+    fh.seek(offset)
+    return io.TextIOWrapper(fh, encoding="utf-8", newline="")
+
+
+def _read_csv(fh: IO[bytes], problems: _Problems) -> tuple[Iterator[pd.DataFrame], list[str]] | None:
+    """Check a CSV file (encoding, header, field counts) and return its blocks — frames of strings
+    with positional columns, `BLOCK_ROWS` rows at most — and the header names."""
+    head = fh.read(4)
+    offset = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         problems.add(None, None, "the file is UTF-16 text; save it as UTF-8 CSV")
         return None
-    if data.startswith(b"PK\x03\x04"):
+    if head.startswith(b"PK\x03\x04"):
         problems.add(None, None, "this looks like an Excel/zip file; export it as CSV (UTF-8) or Parquet")
         return None
-    _utf8_problems(data, offset, problems)
+    fh.seek(offset)
+    if not _utf8_problems(fh, offset, problems) and not problems.total:
+        problems.add(None, None, "the file is empty")
+        return None
     if problems.total:
         return None
-    sep = _sniff_delimiter(data)
+    fh.seek(offset)
+    sep = _sniff_delimiter(fh.readline(_HEADER_BYTES))
     # pass 1: the csv module checks every record's field count (constant memory)
-    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""), delimiter=sep)
+    text = _text_stream(fh, offset)
     try:
-        header = next(reader)
-    except csv.Error as exc:
-        problems.add(None, None, f"cannot parse the CSV header: {exc}")
-        return None
-    if not any(h.strip() for h in header):
-        problems.add(None, None, "line 1 must be the header (column names), but it is blank")
-        return None
-    rows = data_rows = 0
-    width = len(header)
-    try:
-        for record in reader:
-            rows += 1
-            if len(record) == width:
-                data_rows += 1
-            elif any(f.strip() for f in record):  # (a blank line is skipped but keeps its row number)
-                problems.add(rows, None, f"expected {width} fields (as in the header), found {len(record)}")
-    except csv.Error as exc:
-        problems.add(rows + 1, None, f"cannot parse the CSV: {exc}")
-        return None
+        reader = csv.reader(text, delimiter=sep)
+        try:
+            header = next(reader)
+        except csv.Error as exc:
+            problems.add(None, None, f"cannot parse the CSV header: {exc}")
+            return None
+        if not any(h.strip() for h in header):
+            problems.add(None, None, "line 1 must be the header (column names), but it is blank")
+            return None
+        rows = data_rows = 0
+        width = len(header)
+        try:
+            for record in reader:
+                rows += 1
+                if len(record) == width:
+                    data_rows += 1
+                elif any(f.strip() for f in record):  # (a blank line is skipped but keeps its row number)
+                    problems.add(rows, None, f"expected {width} fields (as in the header), found {len(record)}")
+        except csv.Error as exc:
+            problems.add(rows + 1, None, f"cannot parse the CSV: {exc}")
+            return None
+    finally:
+        text.detach()
     if problems.total:
         return None
     if not data_rows:
         problems.add(None, None, "no data rows: the file has only a header")
         return None
-    # pass 2: pandas reads the values as strings
+    # pass 2: pandas reads the values as strings, a block at a time
+    names = [h.strip() for h in header]
+    text = _text_stream(fh, offset)
     try:
-        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, na_filter=False, skip_blank_lines=False,
-                         index_col=False, header=0, engine="c", encoding="utf-8")
+        blocks = pd.read_csv(text, sep=sep, dtype=str, na_filter=False, skip_blank_lines=False, index_col=False,
+                             header=0, engine="c", chunksize=BLOCK_ROWS)
     except Exception as exc:  # pandas raises several types for malformed CSV
         problems.add(None, None, f"cannot parse the CSV: {exc}")
         return None
-    if df.shape[1] != len(header):
-        problems.add(None, None, f"cannot parse the CSV: expected {len(header)} columns, read {df.shape[1]}")
-        return None
-    df.columns = range(len(header))
-    return df, [h.strip() for h in header]
+
+    def frames() -> Iterator[pd.DataFrame]:
+        with blocks:
+            while True:
+                try:
+                    df = next(blocks)
+                except StopIteration:
+                    return
+                except Exception as exc:  # pandas raises several types for malformed CSV
+                    raise _Unreadable(f"cannot parse the CSV: {exc}") from None
+                if df.shape[1] != len(names):
+                    raise _Unreadable(f"cannot parse the CSV: expected {len(names)} columns, read {df.shape[1]}")
+                df.columns = range(len(names))
+                yield df.reset_index(drop=True)
+
+    return frames(), names
 
 
-def _read_parquet(data: bytes, problems: _Problems) -> tuple[pd.DataFrame, list[str]] | None:
-    """Read a Parquet file; the time may be a column or the (pandas) index."""
+class _Unreadable(Exception):
+    """A block of the file could not be parsed (a problem with the whole file)."""
+
+
+def _read_parquet(fh: IO[bytes], problems: _Problems) -> tuple[Iterator[pd.DataFrame], list[str]] | None:
+    """Read a Parquet file (as Arrow: columnar, compact) and return its blocks as frames (the time
+    may be a column or the pandas index) and the column names."""
     try:
-        df = pq.read_table(io.BytesIO(data)).to_pandas()
+        table = pq.read_table(fh)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         problems.add(None, None, f"cannot read the Parquet file: {type(exc).__name__}: {exc}")
         return None
-    if not isinstance(df.index, pd.RangeIndex):
-        df = df.reset_index()
-    if df.empty:
+    if not table.num_rows:
         problems.add(None, None, "no data rows: the Parquet file has no rows")
         return None
-    names = [str(c).strip() for c in df.columns]
-    df = df.set_axis(range(len(names)), axis=1)
-    return df, names
+
+    def frame(start: int) -> pd.DataFrame:
+        df = table.slice(start, BLOCK_ROWS).to_pandas()
+        if not isinstance(df.index, pd.RangeIndex):
+            df = df.reset_index()
+        return df
+
+    first = frame(0)
+    names = [str(c).strip() for c in first.columns]
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for start in range(0, table.num_rows, BLOCK_ROWS):
+            df = first if start == 0 else frame(start)
+            yield df.set_axis(range(len(names)), axis=1).reset_index(drop=True)
+
+    return frames(), names
 
 
 # -- column values ----------------------------------------------------------------------------
@@ -424,50 +499,192 @@ def validate_tables(path: UploadData, symbol: str | None = None, max_bytes: int 
     """`validate_file`, answering ``{symbol: canonical Arrow table}``: zero-copy slices of one table
     holding the whole file sorted by (symbol, time) — what `import_file` stores. Same arguments,
     same checks and same errors as `validate_file`.
+
+    The file is read in blocks of `BLOCK_ROWS` rows: each block is checked and reduced to its
+    numbers (time, prices, volumes, a symbol code) before the next is read, so memory stays
+    near the size of those numbers, whatever the size of the text.
     """
     limit = default_max_bytes() if max_bytes is None else int(max_bytes)
-    data, name, named = _read_bytes(path, limit, filename)
+    fh, name, named = _open_upload(path, limit, filename)
+    with fh:
+        return _validate(fh, name, named, symbol)
+
+
+class _Columns:
+    """The numbers of the file's keyed rows (valid time and symbol), gathered block by block."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []  # data row positions (0-based) of the keyed rows
+        self.ns: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.values: dict[str, list[np.ndarray]] = {}
+
+    def add(self, offset: int, keyed: np.ndarray, ns: np.ndarray, codes: np.ndarray,
+            values: dict[str, np.ndarray]) -> None:
+        self.rows.append(np.flatnonzero(keyed) + offset)
+        self.ns.append(ns[keyed])
+        self.codes.append(codes[keyed].astype(np.int64, copy=False))
+        for f, v in values.items():
+            self.values.setdefault(f, []).append(v[keyed])
+
+    @staticmethod
+    def joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        out = np.concatenate(parts) if parts else np.empty(0, dtype)
+        parts.clear()  # one column's blocks at a time: the blocks go as the column is made
+        return out
+
+
+def _validate(fh: IO[bytes], name: str, named: bool, symbol: str | None) -> dict[str, pa.Table]:
     problems = _Problems()
-    if not data:
+    head = fh.read(4)
+    fh.seek(0)
+    if not head:
         problems.add(None, None, "the file is empty")
         problems.raise_if_any(name)
-    is_parquet = data[:4] == PARQUET_MAGIC
+    is_parquet = head == PARQUET_MAGIC
     if not is_parquet and Path(name).suffix.lower() in PARQUET_SUFFIXES:
         problems.add(None, None, "not a Parquet file (it does not start with the Parquet magic bytes PAR1)")
         problems.raise_if_any(name)
-    read = _read_parquet(data, problems) if is_parquet else _read_csv(data, problems)
-    del data
+    read = _read_parquet(fh, problems) if is_parquet else _read_csv(fh, problems)
     if read is None:
         problems.raise_if_any(name)
         raise DataError(f"{name}: cannot read the file", name)  # pragma: no cover - problems always set
-    df, names = read
+    blocks, names = read
+    cols, time_pos = _map_columns(names, problems)
+
+    if symbol is not None and not _symbol_ok(symbol):
+        problems.add(None, None, f"invalid symbol {symbol!r}: {_SYMBOL_RULE}")
+    one: str | None = None
+    if "symbol" not in cols:
+        one = symbol if symbol is not None else (Path(name).stem if named else None)
+        if one is None:
+            problems.add(None, None, "no symbol: give one, or add a 'symbol' column")
+        elif symbol is None and not _symbol_ok(one):
+            problems.add(None, None, f"invalid symbol {one!r} (taken from the file name): {_SYMBOL_RULE}; "
+                                     "rename the file or give the symbol")
+    symbols = _Symbols(symbol, [one or ""] if "symbol" not in cols else [])
+    gathered = _Columns()
+    n = 0
+    try:
+        for df in blocks:
+            _check_block(df, n, names, cols, time_pos, is_parquet, symbols, problems, gathered)
+            n += len(df)
+            problems.prune()
+    except _Unreadable as exc:
+        problems.add(None, None, str(exc))
+        problems.raise_if_any(name)
+    uniq = np.asarray(symbols.names, dtype=object)
+
+    # duplicate timestamps per symbol: order the rows by (symbol, time, row); a row repeating the
+    # (symbol, time) of the row before it in that order duplicates the first row of its run
+    pos = _Columns.joined(gathered.rows, np.int64)
+    ns = _Columns.joined(gathered.ns, np.int64)
+    codes = _Columns.joined(gathered.codes, np.int64)
+    order = _group_order(codes, ns)
+    in_order = slice(None) if order is None else order
+    if "timestamp" in cols and len(pos):
+        c, t = codes[in_order], ns[in_order]
+        starts = np.ones(len(pos), bool)
+        starts[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
+        if not starts.all():
+            rows = pos[in_order]
+            first_row = np.full(n, -1, np.int64)
+            first_row[rows] = rows[np.flatnonzero(starts)][np.cumsum(starts) - 1]
+            code_of = np.zeros(n, np.int64)
+            code_of[pos] = codes
+            ns_of = np.zeros(n, np.int64)
+            ns_of[pos] = ns
+            dup = np.zeros(n, bool)
+            dup[pos] = first_row[pos] != pos
+            tcol = names[cols["timestamp"]]
+            problems.add_rows(dup, tcol, lambda i: (
+                f"duplicate date/time {pd.Timestamp(int(ns_of[i]), tz='UTC').isoformat()} for {uniq[code_of[i]]} "
+                f"(first at row {first_row[i] + 1})"))
+            del first_row, code_of, ns_of, dup
+
+    problems.raise_if_any(name)
+    del pos
+
+    # every valid row is keyed now: one table ordered by (symbol, time), one slice per symbol
+    if order is not None:
+        ns, codes = ns[order], codes[order]
+    columns = {"timestamp": pa.array(ns, type=pa.timestamp("ns", tz="UTC"))}
+    del ns
+    for field in ("open", "high", "low", "close", "volume", "adj_open", "adj_high", "adj_low", "adj_close",
+                  "adj_volume"):
+        if field in gathered.values:
+            v = _Columns.joined(gathered.values.pop(field), np.float64)
+            columns[field] = pa.array(v if order is None else v[order], type=pa.float64())
+        elif field == "volume":
+            columns[field] = pa.array(np.zeros(len(codes)), type=pa.float64())
+    table = pa.table(columns)
+    counts = np.bincount(codes, minlength=len(uniq))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    out: dict[str, pa.Table] = {}
+    for k in sorted(np.flatnonzero(counts), key=lambda k: str(uniq[k])):
+        out[str(uniq[k])] = table.slice(int(bounds[k]), int(counts[k]))
+    return out
+
+
+class _Symbols:
+    """Symbol codes across blocks: every distinct value checked once, numbered by first appearance."""
+
+    def __init__(self, given: str | None, names: list[str]) -> None:
+        self.given = given
+        self.names: list[str] = list(names)
+        self.code: dict[str, int] = {s: i for i, s in enumerate(self.names)}
+        self.ok: list[bool] = [True] * len(self.names)
+
+    def codes(self, text: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(global codes, missing mask, invalid mask) of a block's symbol cells."""
+        local, found = pd.factorize(text, use_na_sentinel=False)
+        mapping = np.empty(len(found), np.int64)
+        for j, value in enumerate(found):
+            value = str(value)
+            k = self.code.get(value)
+            if k is None:
+                k = self.code[value] = len(self.names)
+                self.names.append(value)
+                self.ok.append(value == "" or _symbol_ok(value))
+            mapping[j] = k
+        codes = mapping[local]
+        names = np.asarray(self.names, dtype=object)
+        missing = (names == "")[codes]
+        bad = ~np.asarray(self.ok, bool)[codes]
+        return codes, missing, bad
+
+
+def _check_block(df: pd.DataFrame, offset: int, names: list[str], cols: dict[str, int], time_pos: int | None,
+                 is_parquet: bool, symbols: _Symbols, problems: _Problems, gathered: _Columns) -> None:
+    """Check one block of rows (data rows ``offset + 1`` …) and keep its keyed rows' numbers."""
     n = len(df)
     if is_parquet:
         blank = np.zeros(n, bool)
     else:  # CSV blank lines: skipped, but they keep their row numbers
         blank = np.ones(n, bool)
         for c in df.columns:
-            blank &= df[c].str.strip().to_numpy() == ""
+            blank &= (_text(df[c]) == "").to_numpy()
     valid = ~blank
-    cols, time_pos = _map_columns(names, problems)
 
-    if symbol is not None and not _symbol_ok(symbol):
-        problems.add(None, None, f"invalid symbol {symbol!r}: {_SYMBOL_RULE}")
+    def add_rows(mask: np.ndarray, column: str | None, message: Callable[[int], str]) -> None:
+        problems.add_rows(mask, column, message, offset)
 
     # timestamps
     ts_ok = np.zeros(n, bool)
-    ts: pd.Series | None = None
+    ns = np.zeros(n, np.int64)
     if "timestamp" in cols:
         tcol = names[cols["timestamp"]]
         series = df[cols["timestamp"]]
         if time_pos is not None:
             series = (_text(series) + " " + _text(df[time_pos])).str.strip()
         ts, t_missing, t_bad, t_raw = _times(series)
-        problems.add_rows(t_missing & valid, tcol, lambda i: "missing date/time")
-        problems.add_rows(t_bad & valid, tcol, lambda i, raw=t_raw: (
+        add_rows(t_missing & valid, tcol, lambda i: "missing date/time")
+        add_rows(t_bad & valid, tcol, lambda i, raw=t_raw: (
             f"cannot read {str(raw(i))!r} as a date/time: ISO 8601 expected, e.g. 2024-01-31, "
             "2024-01-31 09:30:00 or 2024-01-31T09:30:00-05:00 (years 1678-2262)"))
         ts_ok = valid & ~t_missing & ~t_bad
+        ns = ts.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+        del ts
 
     # prices and volumes
     values: dict[str, np.ndarray] = {}
@@ -477,17 +694,16 @@ def validate_tables(path: UploadData, symbol: str | None = None, max_bytes: int 
             continue
         col = names[cols[field]]
         v, missing, text, raw = _numbers(df[cols[field]])
-        problems.add_rows(missing & valid, col, lambda i: "missing value")
-        problems.add_rows(text & valid, col, lambda i, raw=raw: f"{str(raw(i))!r} is not a number")
+        add_rows(missing & valid, col, lambda i: "missing value")
+        add_rows(text & valid, col, lambda i, raw=raw: f"{str(raw(i))!r} is not a number")
         finite = np.isfinite(v)
-        problems.add_rows(~missing & ~text & ~finite & valid, col,
-                          lambda i, raw=raw: f"{str(raw(i))!r} is not a finite number")
+        add_rows(~missing & ~text & ~finite & valid, col, lambda i, raw=raw: f"{str(raw(i))!r} is not a finite number")
         if field in VOLUME_COLUMNS:
             bad = finite & (v < 0)
-            problems.add_rows(bad & valid, col, lambda i, v=v: f"volume must be >= 0, got {_fmt(v[i])}")
+            add_rows(bad & valid, col, lambda i, v=v: f"volume must be >= 0, got {_fmt(v[i])}")
         else:
             bad = finite & (v <= 0)
-            problems.add_rows(bad & valid, col, lambda i, v=v: f"price must be > 0, got {_fmt(v[i])}")
+            add_rows(bad & valid, col, lambda i, v=v: f"price must be > 0, got {_fmt(v[i])}")
         values[field] = v
         ok[field] = valid & finite & ~bad
 
@@ -501,85 +717,28 @@ def validate_tables(path: UploadData, symbol: str | None = None, max_bytes: int 
             high_bad = both & ~crossed & (h < top)
             low_bad = both & ~crossed & (lo > bottom)
         hcol, lcol = names[cols["high"]], names[cols["low"]]
-        problems.add_rows(crossed, hcol, lambda i: f"high {_fmt(h[i])} is below low {_fmt(lo[i])}")
-        problems.add_rows(high_bad, hcol, lambda i: f"high {_fmt(h[i])} is below max(open, close) {_fmt(top[i])}")
-        problems.add_rows(low_bad, lcol, lambda i: f"low {_fmt(lo[i])} is above min(open, close) {_fmt(bottom[i])}")
+        add_rows(crossed, hcol, lambda i: f"high {_fmt(h[i])} is below low {_fmt(lo[i])}")
+        add_rows(high_bad, hcol, lambda i: f"high {_fmt(h[i])} is below max(open, close) {_fmt(top[i])}")
+        add_rows(low_bad, lcol, lambda i: f"low {_fmt(lo[i])} is above min(open, close) {_fmt(bottom[i])}")
 
-    # symbols: one code per row (pd.factorize), every check done once per distinct value
+    # symbols: one code per row, every check done once per distinct value (in `symbols`)
     sym_ok = valid.copy()
     if "symbol" in cols:
         scol = names[cols["symbol"]]
-        codes, found = pd.factorize(_text(df[cols["symbol"]]), use_na_sentinel=False)
-        uniq = np.asarray(found, dtype=object)
-        missing_u = uniq == ""
-        bad_u = np.array([not m and not _symbol_ok(u) for u, m in zip(uniq, missing_u, strict=True)], bool)
-        missing, bad = missing_u[codes], bad_u[codes]
-        problems.add_rows(missing & valid, scol, lambda i: "missing symbol")
-        problems.add_rows(bad & valid, scol, lambda i: f"invalid symbol {uniq[codes[i]]!r}: {_SYMBOL_RULE}")
+        codes, missing, bad = symbols.codes(_text(df[cols["symbol"]]))
+        uniq = symbols.names
+        add_rows(missing & valid, scol, lambda i: "missing symbol")
+        add_rows(bad & valid, scol, lambda i: f"invalid symbol {uniq[codes[i]]!r}: {_SYMBOL_RULE}")
         sym_ok &= ~missing & ~bad
-        if symbol is not None:
-            other = sym_ok & (uniq != symbol)[codes]
-            problems.add_rows(other, scol, lambda i: (
-                f"symbol {uniq[codes[i]]!r} differs from the symbol given for this upload ({symbol!r})"))
+        given = symbols.given
+        if given is not None:
+            other = sym_ok & (np.asarray(uniq, dtype=object) != given)[codes]
+            add_rows(other, scol, lambda i: (
+                f"symbol {uniq[codes[i]]!r} differs from the symbol given for this upload ({given!r})"))
             sym_ok &= ~other
     else:
-        one = symbol if symbol is not None else (Path(name).stem if named else None)
-        if one is None:
-            problems.add(None, None, "no symbol: give one, or add a 'symbol' column")
-        elif symbol is None and not _symbol_ok(one):
-            problems.add(None, None, f"invalid symbol {one!r} (taken from the file name): {_SYMBOL_RULE}; "
-                                     "rename the file or give the symbol")
-        codes, uniq = np.zeros(n, np.intp), np.array([one or ""], dtype=object)
-
-    # duplicate timestamps per symbol: order the rows by (symbol, time, row); a row repeating the
-    # (symbol, time) of the row before it in that order duplicates the first row of its run
-    ns = (ts.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64) if ts is not None
-          else np.zeros(n, np.int64))
-    keyed = ts_ok & sym_ok
-    pos = np.flatnonzero(keyed)
-    order = _group_order(codes[pos], ns[pos])
-    in_order = slice(None) if order is None else order
-    if ts is not None and len(pos):
-        c, t = codes[pos][in_order], ns[pos][in_order]
-        starts = np.ones(len(pos), bool)
-        starts[1:] = (c[1:] != c[:-1]) | (t[1:] != t[:-1])
-        if not starts.all():
-            rows = pos[in_order]
-            first_row = np.full(n, -1, np.int64)
-            first_row[rows] = rows[np.flatnonzero(starts)][np.cumsum(starts) - 1]
-            dup = np.zeros(n, bool)
-            dup[pos] = first_row[pos] != pos
-            tcol = names[cols["timestamp"]]
-            problems.add_rows(dup, tcol, lambda i: (
-                f"duplicate date/time {ts.iloc[i].isoformat()} for {uniq[codes[i]]} "
-                f"(first at row {first_row[i] + 1})"))
-
-    problems.raise_if_any(name)
-    assert ts is not None
-
-    # every valid row is keyed now: one table ordered by (symbol, time), one slice per symbol
-    if len(pos) != n:  # (CSV blank lines were left out)
-        ns = ns[keyed]
-        values = {f: v[keyed] for f, v in values.items()}
-        codes = codes[keyed]
-    if order is not None:
-        ns = ns[order]
-        values = {f: v[order] for f, v in values.items()}
-        codes = codes[order]
-    columns = {"timestamp": pa.array(ns, type=pa.timestamp("ns", tz="UTC"))}
-    for field in ("open", "high", "low", "close"):
-        columns[field] = pa.array(values[field], type=pa.float64())
-    columns["volume"] = pa.array(values["volume"] if "volume" in values else np.zeros(len(ns)), type=pa.float64())
-    for field in ("adj_open", "adj_high", "adj_low", "adj_close", "adj_volume"):
-        if field in values:
-            columns[field] = pa.array(values[field], type=pa.float64())
-    table = pa.table(columns)
-    counts = np.bincount(codes, minlength=len(uniq))
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    out: dict[str, pa.Table] = {}
-    for k in sorted(np.flatnonzero(counts), key=lambda k: str(uniq[k])):
-        out[str(uniq[k])] = table.slice(int(bounds[k]), int(counts[k]))
-    return out
+        codes = np.zeros(n, np.int64)
+    gathered.add(offset, ts_ok & sym_ok, ns, codes, values)
 
 
 def _group_order(codes: np.ndarray, ns: np.ndarray) -> np.ndarray | None:
