@@ -49,6 +49,7 @@ from .errors import GpuBacktestError, SpecError
 from .executors import Executor
 from .joblog import with_job_log
 from .jobstatus import CANCELLED, FAILED, SUCCEEDED
+from .memory import release_memory
 from .spec import BacktestSpec, expand_grid, grid_size
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class JobManager:
         self._pruner: asyncio.Task[None] | None = None
         self.prune_interval_s = PRUNE_INTERVAL_S
         self.callbacks = CallbackSender(settings, store)
+        self._trimmed = 0.0  # when memory was last given back to the OS (release_memory)
         # Engine runs get a thread each; lease statements their own threads, so that a heartbeat
         # never waits behind compute for a free thread.
         self._compute = ThreadPoolExecutor(max_workers=self.max_running, thread_name_prefix="gbt-job")
@@ -441,6 +443,10 @@ class JobManager:
         self._lost.discard(job.id)
         self._running.pop(job.id, None)
         self._wake.set()
+        if time.monotonic() - self._trimmed >= 1.0:  # freed memory back to the OS: a flat RSS over weeks
+            self._trimmed = time.monotonic()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(release_memory)
         if wrote:
             self.on_event("finished", {"job": job.id, "status": status, "duration_s": time.perf_counter() - t0,
                                        "columns": columns, "error": error})

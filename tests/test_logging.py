@@ -26,7 +26,7 @@ from cluster_procs import BIN, free_port, stop
 
 JOB = {"strategy": "sma_crossover", "source": "synthetic", "symbols": ["SYN000", "SYN001"],
        "params": {"fast": [5, 10], "slow": [20, 50]}}
-MISSING = {**JOB, "source": "upload", "symbols": ["NOSUCHSYMBOL"]}  # fails at run time: no such data
+MISSING = {**JOB, "source": "upload", "symbols": ["GONE"]}  # fails at run time: its file vanished (below)
 ENV_DROP = ("GPU_SERVER_DEBUG", "GPU_BACKTEST_LOG_FORMAT", "DATABASE_URL", "DASK_SCHEDULER_ADDRESS",
             "GPU_BACKTEST_MARKET_ROOT", "GPU_BACKTEST_ARTIFACT_ROOT", "DASK_DISTRIBUTED__LOGGING")
 
@@ -128,9 +128,21 @@ def test_cold_server_log_is_short_and_says_what_happened_in_json(tmp_path: Path)
     assert f"{finished['duration_s']:.3f} s: 8 columns" in finished["message"]
 
 
+def _vanished_series(data: Path) -> None:
+    """A catalogued series whose file is gone: the submit check passes, the run fails naming it."""
+    from gpu_backtest.core.marketdata import MarketDataStore
+    from gpu_backtest.core.synthetic import gbm_panel_frame
+
+    store = MarketDataStore(data / "market", f"sqlite:///{data / 'jobs.sqlite'}")
+    store.write("upload", "GONE", "1d", gbm_panel_frame(1, 300, seed=5).drop(columns="symbol"))
+    store.path("upload", "GONE", "1d").unlink()
+    store.close()
+
+
 def test_text_log_of_a_failed_job_names_the_reason_and_requests(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     rid = uuid.uuid4().hex
+    _vanished_series(tmp_path / "data")
     with serve(server_env(tmp_path), log) as url:
         job = run_job(url, MISSING, rid)
         status, _, missing_rid = call(url + "/backtest/" + "0" * 32)
@@ -141,7 +153,7 @@ def test_text_log_of_a_failed_job_names_the_reason_and_requests(tmp_path: Path) 
     assert [line for line in lines if f"job {job_id} submitted [request {rid}]" in line]
     assert [line for line in lines if f"job {job_id} started: sma_crossover, attempt 1" in line]
     (failed,) = [line for line in lines if f"job {job_id} failed after" in line]
-    assert " WARNING gpu_backtest.jobs: " in failed and "invalid_data" in failed and "NOSUCHSYMBOL" in failed
+    assert " WARNING gpu_backtest.jobs: " in failed and "invalid_data" in failed and "GONE" in failed
     assert job["error"]["message"] in failed
     assert [line for line in lines if "POST /backtest 202" in line and line.endswith(f"[request {rid}]")]
     assert status == 404
