@@ -44,3 +44,13 @@ def test_curl_example_runs_as_written(tmp_path: Path) -> None:
         assert len(csv_lines) == 3  # ?limit=3 pages the CSV too
     finally:
         srv.stop()
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """Each environment variable `Settings` reads has a row in the README's configuration table."""
+    from gpu_backtest.core.config import Settings
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", text, re.M))
+    missing = [var for var, _, _ in Settings.documentation() if var not in rows]
+    assert not missing, f"settings missing from the README's table: {missing}"
