@@ -81,7 +81,8 @@ def service(tmp_path: Path, pm: Any = None) -> MarketDataService:
 @pytest_asyncio.fixture
 async def client(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("TIINGO_API_KEY", raising=False)
-    settings = Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path / "data")})
+    settings = Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(tmp_path / "data"),
+                                  "GPU_BACKTEST_MAX_CONCURRENT_UPLOADS": "10"})  # ten uploads race below
     return await aiohttp_client(create_app(settings, cluster=False))
 
 

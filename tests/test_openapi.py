@@ -107,7 +107,7 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
                     assert media["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}, (where, code)
                     assert media["example"]["error"]["code"], (where, code)
     # the errors each handler can answer with
-    expect = {("POST", "/backtest"): {"400", "401", "413", "415", "422", "503"},
+    expect = {("POST", "/backtest"): {"400", "401", "408", "413", "415", "422", "503"},
               ("GET", "/backtest"): {"400", "401"},
               ("GET", "/backtest/{job_id}"): {"400", "401", "404"},
               ("DELETE", "/backtest/{job_id}"): {"400", "401", "404", "409"},
@@ -116,7 +116,7 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
               ("GET", "/backtest/{job_id}/columns/{n}"): {"401", "404", "409", "422"},
               ("GET", "/data/symbols"): {"400", "401", "404", "422"},
               ("DELETE", "/data/symbols/{source}/{frequency}/{symbol}"): {"401", "404", "422"},
-              ("POST", "/data/upload"): {"400", "401", "404", "413", "415", "422"}}
+              ("POST", "/data/upload"): {"400", "401", "404", "408", "413", "415", "422", "429", "507"}}
     for (method, path), codes in expect.items():
         got = {c for c in doc["paths"][path][method.lower()]["responses"] if not c.startswith("2")}
         assert got == codes, (method, path, got)

@@ -59,6 +59,12 @@ _ERROR_EXAMPLES: dict[int, tuple[str, str, str, Any]] = {
     422: ("invalid input: details name the field", "invalid_spec", "execution.fill: must be one of close, "
           "next_open, got 'whenever'", {"field": "execution.fill", "reason": "must be one of close, next_open, "
                                                                              "got 'whenever'"}),
+    408: ("the request body did not arrive within GPU_BACKTEST_BODY_TIMEOUT_S", "request_timeout",
+          "the request body did not arrive within 60 s", {"timeout_s": 60}),
+    429: ("too many uploads at once (GPU_BACKTEST_MAX_CONCURRENT_UPLOADS); retry after Retry-After seconds",
+          "too_many_uploads", "2 uploads are already running; retry in a few seconds", {"limit": 2}),
+    507: ("insufficient storage: the disk filled up; nothing was stored", "insufficient_storage",
+          "no space left on the device while storing the upload; nothing was stored", None),
     503: ("unavailable: the server is shutting down", "unavailable",
           "the server is shutting down; retry on another instance", None),
 }
@@ -186,7 +192,7 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                     "schema": _ref("BacktestSpec"), "example": spec_example}}},
                 responses={"202": _json("accepted (queued)", S.JobBrief, {"Location": {
                     "description": "the job's URL", "schema": {"type": "string"}}}),
-                           **_errors(400, 413, 415, 422, 503)}),
+                           **_errors(400, 408, 413, 415, 422, 503)}),
             "get": _op(
                 "List jobs, newest first", tag="backtests",
                 parameters=[_query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs of this status"),
@@ -267,7 +273,7 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                     "file": {"type": "string", "format": "binary", "description": "CSV or Parquet OHLCV bars"},
                     "symbol": {"type": "string", "maxLength": 64}, "source": {"type": "string", "maxLength": 64},
                     "frequency": {"type": "string", "maxLength": 64}}}}}},
-            responses={"201": _json("stored", S.UploadResult), **_errors(400, 404, 413, 415, 422)})},
+            responses={"201": _json("stored", S.UploadResult), **_errors(400, 404, 408, 413, 415, 422, 429, 507)})},
         "/health": {"get": _op("Liveness (no key needed)", tag="service", secured=False,
                                responses={"200": _json("alive", S.Health)})},
         "/metrics": {"get": _op("Prometheus metrics", tag="service", responses={"200": {
