@@ -246,7 +246,7 @@ class JobDoc(JobBrief):
     attempts_history: list[Attempt] = Field(description="every run of the job, oldest first")
     callback: CallbackRecord | None = Field(default=None, description="the callback's delivery; null without one")
 
-    model_config = _examples({**_BRIEF_EXAMPLE, "info": _INFO_EXAMPLE, "top": [_TOP_EXAMPLE],
+    model_config = _examples({**_BRIEF_EXAMPLE, "info": _INFO_EXAMPLE, "top": [_TOP_EXAMPLE], "callback": None,
                               "attempts_history": [{"generation": 1, "owner": "gpu-box:4242:1a2b3c4d",
                                                     "started_at": _TIMINGS_EXAMPLE["started_at"],
                                                     "ended_at": _TIMINGS_EXAMPLE["finished_at"],
@@ -261,6 +261,7 @@ class JobFull(JobDoc):
     summary: dict[str, Any] | None = Field(description="{info, top, details} once succeeded; null before")
 
     model_config = _examples({**_BRIEF_EXAMPLE, "info": _INFO_EXAMPLE, "top": [_TOP_EXAMPLE], "attempts_history": [],
+                              "callback": None,
                               "spec": {"strategy": "sma_crossover", "params": {"fast": 10, "slow": 150}},
                               "summary": {"info": _INFO_EXAMPLE, "top": [_TOP_EXAMPLE], "details": []}})
 
