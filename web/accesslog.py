@@ -1,4 +1,6 @@
-"""The access log: one line per request — request id, method, route, path, status, duration.
+"""The access log and the request metrics: one line per request — request id, method, route,
+path, status, duration — and the same observation counted and timed for Prometheus
+(labelled by route, not raw path, and status).
 
 Logger ``gpu_backtest.web.access``; INFO, WARNING for a 5xx. Sits inside `request_id_middleware`
 (it needs the id) and outside the error envelope (it logs the status the client gets). While
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -27,9 +31,18 @@ def _route(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Log the request once it is answered (or abandoned)."""
+def access_log_middleware(metrics: Any = None) -> Callable[..., Any]:
+    """Log each request once it is answered (or abandoned), and observe it in ``metrics``
+    (`web.metrics.ServiceMetrics`; None: log only)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _observed(request, handler, metrics)
+
+    return middleware
+
+
+async def _observed(request: web.Request, handler: Handler, metrics: Any) -> web.StreamResponse:
     rid = request.get(K.REQUEST_ID)
     token = request_id_var.set(rid)
     t0 = time.perf_counter()
@@ -47,6 +60,8 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         ms = (time.perf_counter() - t0) * 1000.0
         route = _route(request)
+        if metrics is not None:
+            metrics.observe_request(request.method, route, status, ms / 1000.0)
         log.log(logging.WARNING if status >= 500 else logging.INFO, "%s %s %d %.1f ms",
                 request.method, request.path, status, ms,
                 extra={"event": "request", "request_id": rid, "method": request.method, "route": route,

@@ -37,7 +37,6 @@ from .middlewares import (
     cors_headers,
     cors_middleware,
     error_middleware,
-    metrics_middleware,
     request_id_header,
     request_id_middleware,
 )
@@ -71,8 +70,8 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     metrics = ServiceMetrics()
     app = web.Application(
         client_max_size=MAX_JSON_BODY,
-        middlewares=[request_id_middleware, access_log_middleware, cors_middleware(settings.cors_origins),
-                     metrics_middleware(metrics), error_middleware,
+        middlewares=[request_id_middleware, access_log_middleware(metrics), cors_middleware(settings.cors_origins),
+                     error_middleware,
                      auth_middleware(settings.api_key, settings.api_key_required, settings.public_docs)],
     )
     app.on_response_prepare.append(request_id_header)

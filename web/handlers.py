@@ -32,37 +32,18 @@ from ..core.timeutil import utc_now
 from ..plugins.manager import strategies
 from . import keys as K
 from . import schemas as S
+from .httperrors import BadRequest, Conflict, RequestTimeout, Unavailable, UnsupportedMediaType
 from .jobwatch import POLL_S
 from .openapi import MAX_WAIT_S, TOP_DEFAULT, TOP_MAX
-from .uploads import RequestTimeout, closing_error
+from .uploads import closing_error
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 VIEWS = ("compact", "status", "full")
 
 
-class BadRequest(GpuBacktestError):
-    code = "bad_request"
-    status = 400
 
 
-class UnsupportedMediaType(GpuBacktestError):
-    code = "unsupported_media_type"
-    status = 415
 
-
-class Conflict(GpuBacktestError):
-    code = "conflict"
-    status = 409
-
-
-class PayloadTooLarge(GpuBacktestError):
-    code = "payload_too_large"
-    status = 413
-
-
-class Unavailable(GpuBacktestError):
-    code = "unavailable"
-    status = 503
 
 
 class StrategyFailed(GpuBacktestError):

@@ -1,4 +1,6 @@
-"""Middlewares: request ids, API-key auth, the JSON error envelope, request metrics.
+"""Middlewares: request ids, CORS, API-key auth, the JSON error envelope.
+
+Request metrics and the access log are one middleware of their own (web/accesslog.py).
 
 Every error a client sees is ``{"error": {"code", "message", "details"}, "request_id"}``;
 no traceback ever reaches a client (GPU_SERVER_DEBUG only adds logging).
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -95,28 +96,6 @@ def auth_middleware(api_key: str | None, required: bool, public_docs: bool = Fal
                 return error_response(401, "unauthorized", "missing or invalid X-API-Key", None,
                                       request.get(K.REQUEST_ID))
         return await handler(request)
-
-    return middleware
-
-
-def metrics_middleware(metrics: Any) -> Callable[..., Any]:
-    """Count requests and time them, labelled by route (not raw path) and status."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            resp = await handler(request)
-            status = resp.status
-            return resp
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            info = request.match_info.route.resource if request.match_info.route else None
-            route = info.canonical if info is not None else "unmatched"
-            metrics.observe_request(request.method, route, status, time.perf_counter() - t0)
 
     return middleware
 

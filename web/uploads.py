@@ -36,6 +36,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..core.errors import GpuBacktestError
 from . import keys as K
+from .httperrors import (
+    BadRequest,
+    InsufficientStorage,
+    PayloadTooLarge,
+    RequestTimeout,
+    TooManyUploads,
+    UnsupportedMediaType,
+)
 from .middlewares import error_response
 
 UPLOAD_SLOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("upload_slots", asyncio.Semaphore)
@@ -56,26 +64,8 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(text).split())[:200] or type(exc).__name__
 
 
-class BadUpload(GpuBacktestError):
-    code = "bad_request"
-    status = 400
 
 
-class UnsupportedMediaType(GpuBacktestError):
-    code = "unsupported_media_type"
-    status = 415
-
-
-class UploadTooLarge(GpuBacktestError):
-    code = "payload_too_large"
-    status = 413
-
-
-class InsufficientStorage(GpuBacktestError):
-    """The disk (or quota) is full: nothing was stored."""
-
-    code = "insufficient_storage"
-    status = 507
 
 
 def no_space(exc: BaseException) -> bool:
@@ -109,11 +99,11 @@ async def data_upload(request: web.Request) -> web.Response:
         raise UnsupportedMediaType("POST /data/upload takes multipart/form-data with a 'file' part")
     boundary = parse_mimetype(request.headers.get("Content-Type", "")).parameters.get("boundary")
     if not boundary:
-        return closing_error(request, BadUpload("multipart body without a boundary parameter in Content-Type"))
+        return closing_error(request, BadRequest("multipart body without a boundary parameter in Content-Type"))
     limit = settings.max_upload_bytes
     declared = request.content_length
     if declared is not None and declared > limit + MULTIPART_OVERHEAD:
-        return closing_error(request, UploadTooLarge(f"upload larger than {limit} bytes", {"limit": limit}))
+        return closing_error(request, PayloadTooLarge(f"upload larger than {limit} bytes", {"limit": limit}))
     slots = request.app[UPLOAD_SLOTS]
     if slots.locked():
         return _busy(request, settings.max_concurrent_uploads)
@@ -128,7 +118,7 @@ async def data_upload(request: web.Request) -> web.Response:
             except GpuBacktestError as exc:
                 return closing_error(request, exc)
             except MALFORMED as exc:
-                return closing_error(request, BadUpload(f"malformed multipart body: {_reason(exc)}"))
+                return closing_error(request, BadRequest(f"malformed multipart body: {_reason(exc)}"))
             try:
                 entries = await asyncio.to_thread(
                     request.app[K.DATA].import_file, tmp_path, fields.get("symbol") or None,
@@ -145,20 +135,6 @@ async def data_upload(request: web.Request) -> web.Response:
                 Path(tmp_path).unlink(missing_ok=True)
 
 
-class RequestTimeout(GpuBacktestError):
-    """The request body did not arrive in time (GPU_BACKTEST_BODY_TIMEOUT_S)."""
-
-    code = "request_timeout"
-    status = 408
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the request body did not arrive within {seconds:g} s (GPU_BACKTEST_BODY_TIMEOUT_S)",
-                         {"timeout_s": seconds})
-
-
-class TooManyUploads(GpuBacktestError):
-    code = "too_many_uploads"
-    status = 429
 
 
 def _busy(request: web.Request, slots: int) -> web.Response:
@@ -172,18 +148,18 @@ def _part_name(part: Any, index: int) -> str:
     try:
         name = part.name
     except MALFORMED as exc:
-        raise BadUpload(f"part {index}: malformed Content-Disposition header ({_reason(exc)})") from None
+        raise BadRequest(f"part {index}: malformed Content-Disposition header ({_reason(exc)})") from None
     if not isinstance(part, BodyPartReader):
-        raise BadUpload(f"part {index}: nested multipart is not accepted")
+        raise BadRequest(f"part {index}: nested multipart is not accepted")
     if not name:
-        raise BadUpload(f"part {index} has no name; expected 'file', {', '.join(map(repr, FIELDS))}",
+        raise BadRequest(f"part {index} has no name; expected 'file', {', '.join(map(repr, FIELDS))}",
                         {"part": index})
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadUpload(f"part {index}: its name is not UTF-8 text", {"part": index}) from None
+        raise BadRequest(f"part {index}: its name is not UTF-8 text", {"part": index}) from None
     if not name.isprintable() or len(name) > 100:
-        raise BadUpload(f"part {index}: its name {name[:100]!r} holds control characters or is too long",
+        raise BadRequest(f"part {index}: its name {name[:100]!r} holds control characters or is too long",
                         {"part": index})
     return name
 
@@ -200,16 +176,16 @@ async def _receive(request: web.Request, limit: int) -> tuple[dict[str, str], st
             try:
                 part = await reader.next()
             except MALFORMED as exc:  # what aiohttp raises for a malformed body
-                raise BadUpload(f"malformed multipart body: {_reason(exc)}") from None
+                raise BadRequest(f"malformed multipart body: {_reason(exc)}") from None
             if part is None:
                 break
             index += 1
             if index > MAX_PARTS:
-                raise BadUpload(f"more than {MAX_PARTS} parts in the upload", {"max_parts": MAX_PARTS})
+                raise BadRequest(f"more than {MAX_PARTS} parts in the upload", {"max_parts": MAX_PARTS})
             name = _part_name(part, index)
             if name == "file":
                 if tmp_path is not None:
-                    raise BadUpload("more than one 'file' part in the upload", {"part": name})
+                    raise BadRequest("more than one 'file' part in the upload", {"part": name})
                 try:
                     filename = part.filename or None  # no name: the symbol must come from a field
                 except MALFORMED:
@@ -219,13 +195,13 @@ async def _receive(request: web.Request, limit: int) -> tuple[dict[str, str], st
                 await _write_part(part, fd, tmp_path, limit)
             elif name in FIELDS:
                 if name in fields:
-                    raise BadUpload(f"field {name} given twice", {"part": name})
+                    raise BadRequest(f"field {name} given twice", {"part": name})
                 fields[name] = await _read_field(part, name)
             else:
-                raise BadUpload(f"unknown part {name[:64]!r}: expected 'file', {', '.join(map(repr, FIELDS))}",
+                raise BadRequest(f"unknown part {name[:64]!r}: expected 'file', {', '.join(map(repr, FIELDS))}",
                                 {"part": name[:64]})
         if tmp_path is None:
-            raise BadUpload("no 'file' part in the upload")
+            raise BadRequest("no 'file' part in the upload")
         return fields, tmp_path, filename
     except BaseException:
         if tmp_path is not None:
@@ -240,7 +216,7 @@ async def _write_part(part: BodyPartReader, fd: int, path: str, limit: int) -> N
             while chunk := await part.read_chunk(CHUNK):
                 size += len(chunk)
                 if size > limit:  # client_max_size does not bound a read_chunk loop
-                    raise UploadTooLarge(f"upload larger than {limit} bytes", {"limit": limit})
+                    raise PayloadTooLarge(f"upload larger than {limit} bytes", {"limit": limit})
                 fh.write(chunk)
     except OSError as exc:
         if isinstance(exc, TimeoutError) or not no_space(exc):
@@ -255,11 +231,11 @@ async def _read_field(part: BodyPartReader, name: str) -> str:
     while chunk := await part.read_chunk(1024):  # part.read() would take any size
         raw += chunk
         if len(raw) > MAX_FIELD_BYTES:
-            raise BadUpload(f"field {name} too long", {"part": name, "max_bytes": MAX_FIELD_BYTES})
+            raise BadRequest(f"field {name} too long", {"part": name, "max_bytes": MAX_FIELD_BYTES})
     try:
         value = bytes(part.decode(bytes(raw))).decode("utf-8")
     except (UnicodeDecodeError, RuntimeError, ValueError) as exc:
-        raise BadUpload(f"field {name} is not UTF-8 text ({exc})", {"part": name}) from None
+        raise BadRequest(f"field {name} is not UTF-8 text ({exc})", {"part": name}) from None
     if len(value) > MAX_FIELD_CHARS:
-        raise BadUpload(f"field {name} too long", {"part": name, "max_chars": MAX_FIELD_CHARS})
+        raise BadRequest(f"field {name} too long", {"part": name, "max_chars": MAX_FIELD_CHARS})
     return value.strip()
