@@ -31,7 +31,7 @@ NS_PER_DAY = 86_400 * 1_000_000_000
 CALENDAR_RULES = ("1d", "1w", "1m", "1q")
 SELECTIONS = ("top_n", "bottom_n", "quantile")
 WEIGHTINGS = ("equal", "score", "inverse_volatility")
-QUANTILE_TOL = 1e-9  # ceil(q × n − tol): 0.3 × 10 selects 3, not 4
+QUANTILE_TOL = 1e-9  # ceil(q × n − tol): 0.55 × 100 selects 55, not 56
 
 
 # --------------------------------------------------------------------------- schedule
