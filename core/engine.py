@@ -24,8 +24,7 @@ from . import metrics as M
 from .backend import Backend, select_backend
 from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
-from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn
-from .executors import _calendar as run_calendar
+from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn, run_calendar
 from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns

@@ -90,7 +90,7 @@ class Executor(Protocol):
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution: ...
 
 
-def _calendar(plan: RunPlan, ns: np.ndarray) -> Calendar:
+def run_calendar(plan: RunPlan, ns: np.ndarray) -> Calendar:
     return _calendar_of(plan.spec.get("metrics", {}).get("periods_per_year"), ns)
 
 
@@ -134,7 +134,7 @@ class LocalExecutor:
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution:
         t0 = time.perf_counter()
         tasks = [plan.task(p) for p in plan.partitions]
-        cal = _calendar(plan, union_calendars(*[calendar_stage(t, self.loader) for t in tasks]))
+        cal = run_calendar(plan, union_calendars(*[calendar_stage(t, self.loader) for t in tasks]))
         if progress:
             progress(0.05, "calendar")
         t1 = time.perf_counter()

@@ -49,6 +49,7 @@ from .errors import GpuBacktestError, SpecError
 from .executors import Executor
 from .joblog import with_job_log
 from .jobstatus import CANCELLED, FAILED, SUCCEEDED
+from .jobstore import DELETE_BATCH
 from .memory import release_memory
 from .spec import BacktestSpec, expand_grid, grid_size
 
@@ -244,7 +245,7 @@ class JobManager:
                 except Exception:
                     log.warning("removing the results of pruned job %s failed", d.id, exc_info=True)
             total += len(gone)
-            if len(gone) < 500:
+            if len(gone) < DELETE_BATCH:
                 break
         if total:
             log.info("retention: deleted %d job(s) that ended more than %g day(s) ago", total, days)

@@ -145,6 +145,8 @@ SCHEMA_VERSION = 6
 Bump it with every schema change, with the new revision file."""
 
 DEFAULT_LEASE_S = 30.0
+DELETE_BATCH = 500
+"""Jobs `delete_older_than` deletes per call (retention calls it again while a batch is full)."""
 """A lease's length when none is given (the server passes GPU_BACKTEST_LEASE_S)."""
 
 
@@ -370,10 +372,20 @@ class Job:
         out["callback_url"] = url
         if isinstance(out.get("spec"), dict) and out["spec"].get("callback_url"):
             out["spec"] = {**out["spec"], "callback_url": strip_credentials(str(out["spec"]["callback_url"]))}
-        out["callback"] = None if url is None else {
-            "url": url, "status": self.callback_status or "pending", "attempts": self.callback_attempts,
-            "last_error": self.callback_last_error, "delivered_at": out["callback_delivered_at"]}
+        out["callback"] = self.callback_doc()
         return out
+
+    def callback_doc(self) -> dict[str, Any] | None:
+        """The callback's delivery: ``{url (without credentials), status, attempts, last_error,
+        delivered_at}``, or None when the job has no callback URL."""
+        from .netpolicy import strip_credentials
+
+        if not self.callback_url:
+            return None
+        at = self.callback_delivered_at
+        return {"url": strip_credentials(self.callback_url), "status": self.callback_status or "pending",
+                "attempts": self.callback_attempts, "last_error": self.callback_last_error,
+                "delivered_at": at.isoformat() if isinstance(at, dt.datetime) else at}
 
     @classmethod
     def _from_row(cls, row: Any) -> Job:
@@ -877,7 +889,7 @@ class JobStore:
         return job
 
     def delete_older_than(self, age: dt.timedelta | dt.datetime,
-                          statuses: Iterable[str] = FINAL_STATUSES, limit: int = 500) -> list[Deleted]:
+                          statuses: Iterable[str] = FINAL_STATUSES, limit: int = DELETE_BATCH) -> list[Deleted]:
         """Delete up to ``limit`` final jobs finished before ``age`` ago (or before a UTC datetime),
         oldest first; returns their ids and artifact paths (the caller removes the artifacts, and
         calls again while a full batch came back). Reads two short columns, never a summary.

@@ -157,7 +157,7 @@ def _compact_doc(job: Any, history: list[Any], top: int, now: dt.datetime) -> di
         rows = [{k: r.get(k) for k in ("rank", "column", "symbol", "params", "metrics")}
                 for r in (summary.get("top") or [])[:top]]
     return {**_brief_doc(job, now), "info": info, "top": rows, "attempts_history": [a.to_dict() for a in history],
-            "callback": job.to_dict()["callback"]}
+            "callback": job.callback_doc()}
 
 
 def job_brief(job: Any) -> dict[str, Any]:
@@ -218,7 +218,7 @@ async def submit_backtest(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, LookupError) as exc:  # not UTF-8 (or an unknown charset)
         raise BadRequest(f"malformed JSON: {exc}") from None
     try:
-        doc = _parse_json(text)
+        doc = await asyncio.to_thread(_parse_json, text)  # O(body): off the event loop
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, out-of-range numbers
@@ -285,7 +285,7 @@ async def get_backtest(request: web.Request) -> web.Response:
         summary = job.summary
         if isinstance(summary, dict) and "details" not in summary:  # stored beside the table
             summary = {**summary, "details": await _stored_details(job)}
-        return await _json_body({**doc, "spec": job.spec, "summary": summary})
+        return await _json_body({**doc, "spec": job.to_dict()["spec"], "summary": summary})  # credentials stripped
     return web.json_response(doc)
 
 
