@@ -53,6 +53,9 @@ class DataSelection:
     # versioned files named in the catalog): one per symbol in ``symbols`` order, then one for the
     # benchmark when there is one; "" or no entry: bars.parquet (a series stored before versions)
     files: tuple[tuple[str, str], ...] = ()
+    # (symbol, UTC ns) of each series the source marks as ended (a delisting: Tiingo's end date, an
+    # upload's flag), at its last bar; portfolio mode closes positions there (exit reason "delisted")
+    ended: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class RunPlan:
         data = dict(doc["data"])
         data["symbols"] = tuple(data["symbols"])
         data["files"] = tuple((str(s), str(f)) for s, f in data.get("files", ()))
+        data["ended"] = tuple((str(s), int(ns)) for s, ns in data.get("ended", ()))
         return cls(strategy=StrategyRef(**doc["strategy"]), spec=doc["spec"], grid=doc["grid"],
                    data=DataSelection(**data), partitions=tuple(Partition(**p) for p in doc["partitions"]),
                    version=doc["version"], hash=doc.get("hash", ""))
