@@ -86,7 +86,7 @@ def portfolio_info(spec: BacktestSpec, strategy: PortfolioStrategy, notes: Mappi
 
 def kernel_options(spec: BacktestSpec, strategy: PortfolioStrategy) -> Any:
     """The kernel's named options (`PortfolioOptions`) for this spec."""
-    from .simulate.portfolio_layout import PortfolioOptions
+    from .simulate.portfolio_options import PortfolioOptions
 
     select, _ = selection_of(spec, strategy)
     p, ex, co = spec.portfolio or Portfolio(), spec.execution, spec.costs
@@ -175,7 +175,7 @@ def portfolio_sweep(engine: Any, spec: BacktestSpec, strategy: PortfolioStrategy
 
     be, xp = engine.backend, engine.backend.xp
     n_combo = len(next(iter(grid.values()))) if grid else 1
-    schedule = Schedule.of(panel.index.asi8, (spec.portfolio or Portfolio()).rebalance)
+    schedule = Schedule.of(panel.index.as_unit("ns").asi8, (spec.portfolio or Portfolio()).rebalance)
     per = combos_per_chunk(panel.n_bars, len(schedule.rows), panel.n_symbols, be.memory_budget)
     bars = {f: be.asarray(np.ascontiguousarray(a)) for f, a in panel.bars().items()}
     bench_d = be.asarray(bench) if bench is not None else None
@@ -210,7 +210,7 @@ def portfolio_details(engine: Any, spec: BacktestSpec, strategy: PortfolioStrate
     if not combos:
         return []
     be, xp = engine.backend, engine.backend.xp
-    schedule = Schedule.of(panel.index.asi8, (spec.portfolio or Portfolio()).rebalance)
+    schedule = Schedule.of(panel.index.as_unit("ns").asi8, (spec.portfolio or Portfolio()).rebalance)
     bars = {f: be.asarray(np.ascontiguousarray(a)) for f, a in panel.bars().items()}
     params = {name: v[list(combos)] for name, v in grid.items()} if grid else {}
     ctx = PortfolioContext(xp, bars, params, schedule.rows, panel.index, {})

@@ -140,7 +140,7 @@ def series_ends(task: PartitionTask, panel: Any) -> tuple[np.ndarray, dict[str, 
     ``stopped_early`` (data that stops before the run's last bar without a mark: held and
     marked at its last price, docs/semantics.md)."""
     marks = dict(task.data.ended)
-    ns = panel.index.asi8
+    ns = panel.index.as_unit("ns").asi8
     ended = np.full(panel.n_symbols, -1, dtype=np.int64)
     has_close = ~np.isnan(panel.close)
     last_bar = np.where(has_close.any(axis=0), panel.n_bars - 1 - np.argmax(has_close[::-1], axis=0), -1)
