@@ -26,6 +26,7 @@ from portfolio_reference import PortfolioOptions, PortfolioResult, simulate_port
 
 from gpu_backtest.core.simulate import portfolio_layout as P
 from gpu_backtest.core.simulate.portfolio import run_portfolio_cpu
+from gpu_backtest.core.simulate.portfolio_trades import final_last_px, position_trades
 
 NAN = math.nan
 RTOL = 1e-9
@@ -379,3 +380,37 @@ def test_options_arrays_are_named_slots() -> None:
     assert fopts.shape == (P.N_PFOPTS,) and iopts.shape == (P.N_PIOPTS,)
     assert (fopts[P.PF_INIT_CASH], fopts[P.PF_FEES], fopts[P.PF_SL_STOP], fopts[P.PF_TP_STOP]) == (5.0, 0.1, 0.2, 0.3)
     assert (iopts[P.PI_SHORTS], iopts[P.PI_FRACTIONAL], iopts[P.PI_FILL]) == (1, 0, 1)
+
+
+# --- position trades rebuilt from the records ---------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(portfolio_cases())
+def test_trades_from_records_equal_the_reference_trades(case: PortfolioCase) -> None:
+    run = run_kernel(case, max_records=1_000)
+    last_px = final_last_px(case.open_, case.close)
+    for c in range(case.weights.shape[2]):
+        got = position_trades(run.orders[c, : run.n_orders[c]], case.opt, last_px, case.close.shape[0])
+        want = reference(case, c).trades
+        key = [(t["symbol"], t["entry_bar"], t["exit_bar"], t["open"]) for t in want]
+        assert [(t["symbol"], t["entry_bar"], t["exit_bar"], t["open"]) for t in got] == key
+        for g, w in zip(got, want, strict=True):
+            assert _close(g["pnl"], w["pnl"], case.opt.init_cash)
+            assert _close(g["return"], w["ret"], 1.0)
+        closed = [t for t in got if not t["open"]]
+        assert run.acc[c, P.PA_N_CLOSED] == len(closed)
+        assert _close(run.acc[c, P.PA_OPEN_PNL], sum(t["pnl"] for t in got if t["open"]), case.opt.init_cash)
+
+
+def test_trades_from_records_by_hand() -> None:
+    # the flip example: a long closed by the flip, then an open short marked at 12
+    case = one_column([[10], [10], [12]], [[1.0], [-0.5], [NAN]], [1, 1, 0], init_cash=1_000.0, fixed_fee=2.0,
+                      shorts=True)
+    run = run_kernel(case, max_records=10)
+    trades = position_trades(run.orders[0, : run.n_orders[0]], case.opt, final_last_px(case.open_, case.close), 3)
+    assert [(t["direction"], t["entry_bar"], t["exit_bar"], t["exit_reason"]) for t in trades] == [
+        (1, 0, 1, "rebalance"), (-1, 1, 2, "open")]
+    assert trades[0]["size"] == pytest.approx(99.8) and trades[1]["size"] == pytest.approx(49.9)
+    assert trades[1]["exit_price"] == 12.0
+    assert final_last_px(np.array([[1.0, NAN], [3.0, NAN]]), np.array([[2.0, NAN], [NAN, NAN]])).tolist()[0] == 3.0

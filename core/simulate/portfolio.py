@@ -5,7 +5,8 @@ balance, rebalanced to target weights, with optional shorts, stops and delisting
 `simulate_portfolio` is plain numba-compatible Python (scalars, ``math``, array indexing, no
 allocation: per-symbol state lives in a scratch array the driver preallocates), compiled by
 `run_portfolio_cpu` below with numba ``njit`` (a ``prange`` loop over columns) and by
-`portfolio_cuda.py` with ``numba.cuda.jit(device=True)``.
+`portfolio_cuda.py` with ``numba.cuda.jit(device=True)``. The cost model of a fill comes
+from the shared scalar functions of `orders.py`, which both builds compile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .layout import FILL_CLOSE
+from .orders import affordable_units, buy_cash, buy_fill_price, fill_costs, sell_cash, sell_fill_price
 from .portfolio_layout import (
     N_OFIELDS,
     N_PACC,
@@ -254,21 +256,21 @@ def simulate_portfolio(
                         units = -delta
                         if rebal and units * p < min_trade:
                             continue
-                        f = p * (1.0 - slippage)
-                        flow = units * f * (1.0 - fees) - fixed_fee
+                        f = sell_fill_price(p, slippage)
+                        flow = sell_cash(units, f, fees, fixed_fee)
                         qn = q - units
                     else:
                         if not delta > 0.0:
                             continue
                         units = delta
-                        f = p * (1.0 + slippage)
-                        if rebal and units * f * (1.0 + fees) + fixed_fee > cash:
-                            units = (cash - fixed_fee) / (f * (1.0 + fees))
+                        f = buy_fill_price(p, slippage)
+                        if rebal and buy_cash(units, f, fees, fixed_fee) > cash:
+                            units = affordable_units(cash, f, fees, fixed_fee)
                             if not fractional:
                                 units = math.floor(units)
                         if rebal and (not units > 0.0 or units * p < min_trade):
                             continue
-                        flow = -(units * f * (1.0 + fees) + fixed_fee)
+                        flow = -buy_cash(units, f, fees, fixed_fee)
                         qn = q + units
                     cash += flow
                     scratch[c, s, SC_POS] = qn
@@ -276,11 +278,11 @@ def simulate_portfolio(
                     if q == 0.0:
                         scratch[c, s, SC_ENTRY_BAR] = t
                         scratch[c, s, SC_FLOW] = flow
-                        scratch[c, s, SC_ENTRY_COST] = units * f * (1.0 + fees) + fixed_fee
+                        scratch[c, s, SC_ENTRY_COST] = buy_cash(units, f, fees, fixed_fee)
                         scratch[c, s, SC_AVG_PX] = p
                     elif (q > 0.0) == (qn > q):
                         scratch[c, s, SC_FLOW] += flow
-                        scratch[c, s, SC_ENTRY_COST] += units * f * (1.0 + fees) + fixed_fee
+                        scratch[c, s, SC_ENTRY_COST] += buy_cash(units, f, fees, fixed_fee)
                         scratch[c, s, SC_AVG_PX] = (abs(q) * scratch[c, s, SC_AVG_PX] + units * p) / abs(qn)
                     else:
                         u_close = units
@@ -318,7 +320,7 @@ def simulate_portfolio(
                             scratch[c, s, SC_ENTRY_COST] = u_open * f * (1.0 + fees) + fixed_fee * (u_open / units)
                             scratch[c, s, SC_AVG_PX] = p
                     # --- order statistics and record
-                    order_costs = units * f * fees + fixed_fee + units * p * slippage
+                    order_costs = fill_costs(units, p, f, fees, fixed_fee, slippage)
                     costs += order_costs
                     turnover += units * p
                     if value > 0.0:
