@@ -241,7 +241,7 @@ def portfolio_details(engine: Any, spec: BacktestSpec, strategy: PortfolioStrate
             d["equity"] = {"time": times, "value": [float(x) for x in eq[:, j]]}
         if spec.output.trades:
             d["orders"] = orders_to_dicts(rec, panel)
-            d["trades"] = round_trips(rec, panel)
+            d["trades"] = round_trips(rec, panel, opts)
         d["holdings"] = holdings_at_rebalances(rec, panel, eq[:, j])
         out.append(d)
     return out
@@ -272,83 +272,32 @@ def orders_to_dicts(records: np.ndarray, panel: MarketPanel) -> list[dict[str, A
     return out
 
 
-def round_trips(records: np.ndarray, panel: MarketPanel) -> list[dict[str, Any]]:
-    """Round-trip trades per symbol from the order records (docs/semantics.md, "Portfolio
-    trades"): a trade opens when a position leaves 0 and closes when it returns to 0 (a fill
-    that flips the side closes one trade and opens the next); still-open trades last."""
-    from .simulate import portfolio_layout as P
+def round_trips(records: np.ndarray, panel: MarketPanel, opts: Any) -> list[dict[str, Any]]:
+    """The column's position trades (docs/semantics.md, "Position trades": the kernel's own
+    definitions, rebuilt from its order records) as JSON-able dicts, in the single-asset trade
+    shape plus ``symbol``."""
+    from .simulate.portfolio_trades import final_last_px, position_trades
 
-    last_close = pd.DataFrame(panel.close).ffill().to_numpy()
-    open_: dict[int, dict[str, Any]] = {}
-    closed: list[dict[str, Any]] = []
-
-    def finish(t: dict[str, Any], bar: int, reason: str, status: str, mark: float | None) -> dict[str, Any]:
-        side = 1.0 if t["dir"] > 0 else -1.0
-        exit_units = t["exit_units"]
-        held = t["entry_units"] - exit_units  # 0 for a closed trade
-        if status == "open":
-            mark_px = mark if mark is not None else float("nan")
-            exit_px = mark_px
-            pnl = side * (t["exit_value"] + held * mark_px - t["entry_value"]) - t["costs"]
-        else:
-            exit_px = t["exit_value"] / exit_units
-            pnl = side * (t["exit_value"] - t["entry_value"]) - t["costs"]
-        basis = t["entry_value"] + t["entry_costs"]
-        return {
-            "symbol": panel.symbols[t["sym"]],
-            "entry_time": panel.index[t["bar"]].isoformat(),
-            "exit_time": panel.index[bar].isoformat(),
-            "direction": "long" if side > 0 else "short",
-            "size": t["entry_units"],
-            "entry_price": t["entry_value"] / t["entry_units"],
-            "exit_price": exit_px,
-            "entry_fees": t["entry_costs"],
-            "exit_fees": t["costs"] - t["entry_costs"],
-            "pnl": pnl,
-            "return": pnl / basis if basis > 0 else float("nan"),
-            "exit_reason": reason,
-            "bars": bar - t["bar"],
-            "status": status,
-        }
-
-    pos: dict[int, float] = {}
-    for r in records:
-        s, bar = int(r[P.O_SYMBOL]), int(r[P.O_BAR])
-        units, price, cost = float(r[P.O_UNITS]), float(r[P.O_PRICE]), float(r[P.O_COSTS])
-        reason = P.ORDER_REASONS[int(r[P.O_REASON])]
-        q = pos.get(s, 0.0)
-        remaining = units
-        if q != 0.0 and np.sign(units) != np.sign(q):  # reduces (or flips) the open trade
-            t = open_[s]
-            closing = min(abs(units), abs(q))
-            share = closing / abs(units)
-            t["exit_units"] += closing
-            t["exit_value"] += closing * price
-            t["costs"] += cost * share
-            cost -= cost * share
-            remaining = units - np.sign(units) * closing
-            if closing >= abs(q) - 1e-12 * max(1.0, abs(q)):
-                closed.append(finish(t, bar, reason, "closed", None))
-                del open_[s]
-            q = q + np.sign(units) * closing
-            if abs(q) <= 1e-12 * max(1.0, abs(units)):
-                q = 0.0
-        if remaining != 0.0:
-            if s not in open_:
-                open_[s] = {"sym": s, "bar": bar, "dir": np.sign(remaining), "entry_units": 0.0, "entry_value": 0.0,
-                            "entry_costs": 0.0, "exit_units": 0.0, "exit_value": 0.0, "costs": 0.0}
-            t = open_[s]
-            t["entry_units"] += abs(remaining)
-            t["entry_value"] += abs(remaining) * price
-            t["entry_costs"] += cost
-            t["costs"] += cost
-            q += remaining
-        pos[s] = q
-    end = panel.n_bars - 1
-    for s, t in sorted(open_.items()):
-        mark = last_close[end, s]
-        closed.append(finish(t, end, "open", "open", None if np.isnan(mark) else float(mark)))
-    return closed
+    last_px = final_last_px(panel.open, panel.close)
+    out = []
+    for t in position_trades(records, opts, last_px, panel.n_bars):
+        out.append({
+            "symbol": panel.symbols[t["symbol"]],
+            "entry_time": panel.index[t["entry_bar"]].isoformat(),
+            "exit_time": panel.index[t["exit_bar"]].isoformat(),
+            "direction": "long" if t["direction"] > 0 else "short",
+            "size": float(t["size"]),
+            "entry_price": float(t["entry_price"]),
+            "exit_price": float(t["exit_price"]),
+            "entry_fees": float(t["entry_fees"]),
+            "exit_fees": float(t["fees"] - t["entry_fees"]),
+            "pnl": float(t["pnl"]),
+            "return": float(t["return"]),
+            "exit_reason": t["exit_reason"],
+            "bars": int(t["bars"]),
+            "status": "open" if t["open"] else "closed",
+        })
+    return out
 
 
 def holdings_at_rebalances(records: np.ndarray, panel: MarketPanel, equity: np.ndarray) -> list[dict[str, Any]]:

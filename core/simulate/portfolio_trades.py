@@ -41,8 +41,8 @@ def position_trades(
     ``symbol``, ``direction`` (+1 long, −1 short), ``entry_bar``, ``exit_bar`` (the last bar for an
     open trade), ``size`` (units entered), ``entry_price`` / ``exit_price`` (unit-weighted fill
     prices `F`; for an open trade the exit price is ``last_px``), ``fees`` (fees and fixed fees of
-    its fills), ``pnl``, ``return``, ``bars``, ``exit_reason`` (the closing fill's reason, or
-    ``open``) and ``open``.
+    its fills; ``entry_fees``: of its entry fills), ``pnl``, ``return``, ``bars``,
+    ``exit_reason`` (the closing fill's reason, or ``open``) and ``open``.
     """
     fees, fixed = opts.fees, opts.fixed_fee
     pos: dict[int, float] = {}
@@ -57,7 +57,8 @@ def position_trades(
         trades.append({
             "symbol": tr["symbol"], "direction": tr["direction"], "entry_bar": tr["entry_bar"], "exit_bar": bar,
             "size": tr["size"], "entry_price": tr["entry_value"] / tr["size"], "exit_price": exit_price,
-            "fees": tr["fees"], "pnl": tr["pnl"], "return": tr["pnl"] / tr["entry_cost"],
+            "fees": tr["fees"], "entry_fees": tr["entry_cost"] - tr["entry_value"],
+            "pnl": tr["pnl"], "return": tr["pnl"] / tr["entry_cost"],
             "bars": bar - tr["entry_bar"], "exit_reason": reason, "open": is_open,
         })
 
