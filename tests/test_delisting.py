@@ -8,7 +8,9 @@
   date is not; metadata is asked only for series that stop short of the range asked for;
 - the web: ``delisted=true`` on POST /data/upload, ``ended`` on GET /data/symbols, a bad flag is
   422 naming the field with nothing stored; the CLI's ``data import --delisted`` / ``data symbols``;
-- migration 0007 keeps the catalog's rows (SQLite and PostgreSQL).
+- migration 0007 keeps the catalog's rows (SQLite and PostgreSQL);
+- end to end: a portfolio run on a delisted upload closes the position at its final bar
+  (order reason and trade exit reason ``delisted``).
 """
 
 from __future__ import annotations
@@ -355,3 +357,25 @@ def test_migration_0007_keeps_the_catalog(kind: str, tmp_path: Path) -> None:
             assert cat.get("upload", "AAA", "1d").ended == pd.Timestamp(2, tz="UTC")
         finally:
             cat.close()
+
+
+# -- end to end: a portfolio run closes the delisted position -------------------------------------
+def test_portfolio_run_closes_a_delisted_upload(tmp_path: Path) -> None:
+    from gpu_backtest.api import run_backtest
+
+    svc = service(tmp_path)
+    gone = bars(60, "2020-01-01", seed=11)
+    svc.import_file(csv_of(gone), symbol="GONE", filename="gone.csv", delisted=True)
+    svc.import_file(csv_of(bars(120, "2020-01-01", seed=12)), symbol="LIVE", filename="live.csv")
+    svc.store.close()
+    last = gone["timestamp"].iloc[-1]
+    res = run_backtest({"strategy": "equal_weight", "source": "upload", "symbols": ["GONE", "LIVE"],
+                        "portfolio": {"rebalance": "1m"}, "output": {"top_k": 1}},
+                       settings=svc.settings, backend="cpu")
+    assert res.info["portfolio"]["delisted"] == [{"symbol": "GONE", "last_bar": last.isoformat()}]
+    assert res.info["portfolio"]["stopped_early"] == []
+    (detail,) = res.details
+    exits = [o for o in detail["orders"] if o["symbol"] == "GONE" and o["reason"] == "delisted"]
+    assert len(exits) == 1 and pd.Timestamp(exits[0]["time"]) == last
+    trades = [t for t in detail["trades"] if t["symbol"] == "GONE"]
+    assert trades and trades[-1]["exit_reason"] == "delisted"
