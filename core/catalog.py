@@ -3,21 +3,25 @@
 The table ``market_catalog`` lives in the job database (`core.jobstore.default_url`:
 ``DATABASE_URL``, else ``<data dir>/jobs.sqlite``), so every server and command sees one
 catalog and nothing opens SQLite on a shared market-data path. It is part of the job
-database's schema (migrations 0003 and 0005, `core/migrations/`): `Catalog` brings the database to this
+database's schema (migrations 0003, 0005 and 0007, `core/migrations/`): `Catalog` brings the database to this
 code's schema on construction, under the migrations' lock, on SQLite and PostgreSQL.
 
 Columns: ``source``, ``frequency``, ``symbol`` (the primary key, in that order: listings by
 source and frequency read the index in order), ``first_ns`` / ``last_ns`` (UTC nanoseconds of
 the first and last bar), ``rows``, ``updated_ns`` and ``file`` (the name of the Parquet file that
 holds those bars, in the series' directory: `core.marketdata` writes every version to a new file
-and switches the row to it; NULL: ``bars.parquet``, a series written before revision 0005).
+and switches the row to it; NULL: ``bars.parquet``, a series written before revision 0005) and
+``ended_ns`` (revision 0007): the UTC nanoseconds of the series' final bar when its source marks
+the series as *ended* (a delisting: Tiingo's ticker end date, an upload's ``delisted`` flag), NULL
+otherwise. A write of a new version sets the mark with the rows (`put_many`); `set_ended` marks a
+stored version afterwards, only while the row still ends at that bar.
 Writes are upserts; `Catalog.put_many` writes any number of rows in one transaction, so a row
 always describes the file it names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.engine import make_url
 
@@ -43,7 +48,7 @@ from .jobstore import Base, _configure_sqlite, migrate_engine, normalise_url
 
 __all__ = ["Catalog", "CatalogEntry", "market_catalog", "metadata"]
 
-metadata = Base.metadata  # one schema with the jobs tables: migrated by core/migrations (revisions 0003, 0005)
+metadata = Base.metadata  # one schema with the jobs tables: migrated by core/migrations (revisions 0003, 0005, 0007)
 
 market_catalog = Table(
     "market_catalog",
@@ -56,9 +61,11 @@ market_catalog = Table(
     Column("rows", BigInteger, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
     Column("file", String(80), nullable=True),
+    Column("ended_ns", BigInteger, nullable=True),
 )
 _c = market_catalog.c
 _KEY = ("source", "frequency", "symbol")
+_UPDATED = ("first_ns", "last_ns", "rows", "updated_ns", "file", "ended_ns")  # what an upsert replaces
 _SQLITE_BUSY_TIMEOUT_S = 30.0
 _IN_CHUNK = 500  # symbols per IN (...) list
 
@@ -75,23 +82,26 @@ class CatalogEntry:
     rows: int
     updated: pd.Timestamp
     file: str | None = None  # the series' current file (None: the pre-versioning ``bars.parquet``)
+    ended: pd.Timestamp | None = None  # the final bar, when the source marks the series as ended
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "symbol": self.symbol, "frequency": self.frequency,
                 "first": self.first.isoformat(), "last": self.last.isoformat(), "rows": self.rows,
-                "updated": self.updated.isoformat()}
+                "updated": self.updated.isoformat(),
+                "ended": self.ended.isoformat() if self.ended is not None else None}
 
     def _row(self) -> dict[str, Any]:
         return {"source": self.source, "frequency": self.frequency, "symbol": self.symbol,
                 "first_ns": int(self.first.value), "last_ns": int(self.last.value), "rows": int(self.rows),
-                "updated_ns": int(self.updated.value), "file": self.file}
+                "updated_ns": int(self.updated.value), "file": self.file,
+                "ended_ns": int(self.ended.value) if self.ended is not None else None}
 
 
 def _entry(row: Any) -> CatalogEntry:
     m = row._mapping
     return CatalogEntry(m["source"], m["symbol"], m["frequency"], pd.Timestamp(m["first_ns"], tz="UTC"),
                         pd.Timestamp(m["last_ns"], tz="UTC"), int(m["rows"]), pd.Timestamp(m["updated_ns"], tz="UTC"),
-                        m["file"])
+                        m["file"], pd.Timestamp(m["ended_ns"], tz="UTC") if m["ended_ns"] is not None else None)
 
 
 class Catalog:
@@ -155,13 +165,29 @@ class Catalog:
                 stmt = upsert(market_catalog)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=list(_KEY),
-                    set_={k: stmt.excluded[k] for k in ("first_ns", "last_ns", "rows", "updated_ns", "file")})
+                    set_={k: stmt.excluded[k] for k in _UPDATED})
                 conn.execute(stmt, rows)
             else:  # pragma: no cover - other databases: delete, then insert
                 for chunk in _chunks(rows, _IN_CHUNK):
                     conn.execute(delete(market_catalog).where(
                         tuple_(_c.source, _c.frequency, _c.symbol).in_([tuple(r[k] for k in _KEY) for r in chunk])))
                 conn.execute(insert(market_catalog), rows)
+
+    def set_ended(self, source: str, frequency: str, marks: Mapping[str, int | None]) -> list[str]:
+        """Mark stored series as ended (``{symbol: UTC ns of its final bar}``) or not (``None``), in
+        one transaction. A mark is written only while the row's last bar is that bar (a series
+        rewritten meanwhile is left alone); a clear always applies. Returns the symbols changed."""
+        changed: list[str] = []
+        with self._write_engine.begin() as conn:
+            for sym, ns in marks.items():
+                where = [_c.source == source, _c.frequency == frequency, _c.symbol == sym]
+                if ns is not None:
+                    where.append(_c.last_ns == int(ns))
+                res = conn.execute(update(market_catalog).where(*where).values(
+                    ended_ns=None if ns is None else int(ns)))
+                if res.rowcount:
+                    changed.append(sym)
+        return changed
 
     def delete(self, source: str, symbol: str, frequency: str) -> None:
         """Remove one row (nothing if it is not there)."""

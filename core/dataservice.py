@@ -126,18 +126,21 @@ class MarketDataService:
 
     # -- writing ----------------------------------------------------------------------------
     def import_file(self, path: str | Path, symbol: str | None = None, source: str = UPLOAD_SOURCE,
-                    frequency: str = "1d", filename: str | None = None) -> list[CatalogEntry]:
+                    frequency: str = "1d", filename: str | None = None, delisted: Any = False) -> list[CatalogEntry]:
         """Validate a CSV/Parquet file completely, then store it (nothing stored if invalid) into
-        ``upload`` or an upload collection (SpecError on ``source`` for a name a plugin owns)."""
+        ``upload`` or an upload collection (SpecError on ``source`` for a name a plugin owns).
+        ``delisted`` (a bool or its text, `upload.parse_delisted`; SpecError on ``delisted``
+        otherwise): mark every series of the file as ended at its last bar."""
         from ..plugins.datasources import upload
 
+        ended = upload.parse_delisted(delisted)
         self.check_import_target(source)
         try:
             check_frequency(frequency)
         except DataError as exc:
             raise SpecError("frequency", exc.message) from None
         return upload.import_file(self.store, path, symbol=symbol, source=source, frequency=frequency,
-                                  max_bytes=self.settings.max_upload_bytes, filename=filename)
+                                  max_bytes=self.settings.max_upload_bytes, filename=filename, delisted=ended)
 
     def check_import_target(self, source: Any) -> str:
         """``source`` if files may be imported under it: ``upload`` (or another registered source that
@@ -211,7 +214,8 @@ class MarketDataService:
         """The data selection of a run plan: the spec's universe (and benchmark) in the source's
         spelling, checked (`check_spec`), fetched into the store first where missing, checked
         against the catalog (no bar file is opened), with the date bounds, the store root workers
-        read from and the file of each series' current version. Also returns the most bars any
+        read from, the file of each series' current version and the *ended* marks of the universe's
+        symbols that fall within the bounds (`ended_within`). Also returns the most bars any
         selected series holds (a partition-size hint). A symbol still not stored — a fetching
         source could not supply it — is a DataError naming it."""
         src, name, universe, benchmark, start, end = self._check(spec)
@@ -229,8 +233,9 @@ class MarketDataService:
         files = tuple((s, stored[s].file or "") for s in universe)
         if benchmark:
             files += ((benchmark, stored[benchmark].file or ""),)
+        ended = ended_within([(s, stored[s]) for s in universe], lo, hi)
         return DataSelection(name, spec.frequency, spec.adjusted, tuple(universe), benchmark, lo, hi,
-                             root=self.store.root_uri, files=files), hint
+                             root=self.store.root_uri, files=files, ended=ended), hint
 
     def symbols_without_data(self, data: DataSelection) -> list[str]:
         """Those of a store selection's symbols whose stored bars (as the catalog has them: first
@@ -279,6 +284,22 @@ class MarketDataService:
             except DataError as exc:
                 raise SpecError("metrics.benchmark", exc.message) from None
         return src, name, universe, benchmark
+
+
+def ended_within(entries: Sequence[tuple[str, CatalogEntry]], lo: int | None,
+                 hi: int | None) -> tuple[tuple[str, int], ...]:
+    """(symbol, UTC ns) of the entries marked ended whose final bar lies within [lo, hi], in the
+    order given: a series that ends after the run's last instant does not end within the run (and
+    one that ended before its first has no bar in it). Unmarked data gives ``()``, so a plan on
+    it keeps its hash."""
+    out = []
+    for sym, e in entries:
+        if e.ended is None:
+            continue
+        ns = int(e.ended.value)
+        if (lo is None or ns >= lo) and (hi is None or ns <= hi):
+            out.append((sym, ns))
+    return tuple(out)
 
 
 def _valid_source(name: str) -> bool:

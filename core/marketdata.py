@@ -36,6 +36,12 @@ their next write.
   in one transaction.
 - Timestamps are UTC; columns open, high, low, close, volume (+ adjusted fields, dividends,
   splits when the source has them).
+
+**Ended series.** A write names the series its source marks as *ended* (``ended=``: a
+delisting — an upload's ``delisted`` flag); their catalog rows get ``ended`` = their last bar,
+every other row written is left unmarked (a new version replaces the series and its mark).
+`merge` keeps a mark while the merged series still ends at the marked bar (history added
+before it). `mark_ended` marks stored series afterwards (Tiingo, `plugins/datasources/tiingo.py`).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -262,13 +268,18 @@ class MarketDataStore:
         return entry.file
 
     # -- writing ----------------------------------------------------------------------------
-    def write(self, source: str, symbol: str, frequency: str, df: pd.DataFrame | pa.Table) -> CatalogEntry:
-        """Replace the stored series with ``df`` (a canonical frame or table): a new version."""
-        return self.write_many(source, frequency, {symbol: df})[0]
+    def write(self, source: str, symbol: str, frequency: str, df: pd.DataFrame | pa.Table,
+              ended: bool = False) -> CatalogEntry:
+        """Replace the stored series with ``df`` (a canonical frame or table): a new version
+        (``ended``: the source marks the series as ended at its last bar)."""
+        return self.write_many(source, frequency, {symbol: df}, ended=[symbol] if ended else ())[0]
 
-    def write_many(self, source: str, frequency: str,
-                   frames: Mapping[str, pd.DataFrame | pa.Table]) -> list[CatalogEntry]:
+    def write_many(self, source: str, frequency: str, frames: Mapping[str, pd.DataFrame | pa.Table],
+                   ended: Collection[str] = ()) -> list[CatalogEntry]:
         """Replace the stored series of every symbol in ``frames``, all or nothing.
+
+        ``ended``: the symbols whose source marks their series as ended (a delisting); their rows
+        are marked ended at their last bar, the other rows written carry no mark.
 
         ``frames`` maps symbols to canonical frames or tables (`canonical_table`). Every one is
         checked first (nothing is written if one is invalid); each is written as a new version
@@ -292,10 +303,16 @@ class MarketDataStore:
         written: dict[str, str] = {}
         now = pd.Timestamp.now(tz="UTC")
 
+        marked = set(ended)
+        unknown = marked - set(checked)
+        if unknown:
+            raise DataError(f"ended: {', '.join(sorted(unknown))} not among the series written", ",".join(unknown))
+
         def put(sym: str) -> CatalogEntry:
             file = self._write_file(source, sym, frequency, checked[sym])
             written[sym] = file
-            return dataclasses.replace(_entry_of(source, sym, frequency, checked[sym], now), file=file)
+            entry = _entry_of(source, sym, frequency, checked[sym], now)
+            return dataclasses.replace(entry, file=file, ended=entry.last if sym in marked else None)
 
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(IO_THREADS, len(checked)))) as pool:
@@ -378,14 +395,23 @@ class MarketDataStore:
         return out
 
     def merge(self, source: str, symbol: str, frequency: str, df: pd.DataFrame) -> CatalogEntry:
-        """Upsert ``df`` into the stored series (new bars win on equal timestamps): a new version."""
+        """Upsert ``df`` into the stored series (new bars win on equal timestamps): a new version.
+        An ended mark is kept while the merged series still ends at the marked bar."""
         new = canonical_frame(df, f"{source}/{symbol}")
-        if self.entry(source, symbol, frequency) is None:
+        entry = self.entry(source, symbol, frequency)
+        if entry is None:
             return self.write(source, symbol, frequency, new)
         old = self.read(source, symbol, frequency)
         both = pd.concat([old, new], ignore_index=True)
-        both = both.drop_duplicates("timestamp", keep="last")
-        return self.write(source, symbol, frequency, both)
+        both = both.drop_duplicates("timestamp", keep="last").sort_values("timestamp", kind="stable")
+        still = entry.ended is not None and int(both["timestamp"].iloc[-1].value) == int(entry.ended.value)
+        return self.write(source, symbol, frequency, both.reset_index(drop=True), ended=still)
+
+    def mark_ended(self, source: str, frequency: str, marks: Mapping[str, int | None]) -> list[str]:
+        """Mark stored series as ended at their final bar (``{symbol: UTC ns}``, which must be the
+        row's last bar, else that symbol is left alone) or clear the mark (``None``); returns the
+        symbols changed (`Catalog.set_ended`)."""
+        return self.catalog_db.set_ended(check_source(source), check_frequency(frequency), marks)
 
     def delete(self, source: str, symbol: str, frequency: str) -> None:
         """Remove one series: its catalog row, then every version file of it."""

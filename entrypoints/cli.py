@@ -139,7 +139,9 @@ def _print_entries(entries: list[Any], as_json: bool) -> None:
         sys.stdout.write("\n")
         return
     for e in entries:
-        print(f"{e.source:10s} {e.frequency:5s} {e.symbol:12s} {e.first.date()} … {e.last.date()}  {e.rows:7d} bars")
+        ended = f"  ended {e.ended.date()}" if e.ended is not None else ""
+        print(f"{e.source:10s} {e.frequency:5s} {e.symbol:12s} {e.first.date()} … {e.last.date()}  {e.rows:7d} bars"
+              f"{ended}")
 
 
 def cmd_data_symbols(args: argparse.Namespace) -> int:
@@ -152,7 +154,7 @@ def cmd_data_symbols(args: argparse.Namespace) -> int:
 
 def cmd_data_import(args: argparse.Namespace) -> int:
     entries = _data_service().import_file(args.file, symbol=args.symbol, source=args.source,
-                                          frequency=args.frequency)
+                                          frequency=args.frequency, delisted=args.delisted)
     _print_entries(entries, args.json)
     return 0
 
@@ -276,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="upload (default), or a collection name of yours (any name no plugin owns: "
                          "synthetic and tiingo are refused); the collection is then a spec's source")
     di.add_argument("--frequency", default="1d")
+    di.add_argument("--delisted", action="store_true",
+                    help="the file's series have ended (delisted): mark them ended at their last bar "
+                         "(importing without it stores them unmarked)")
     di.add_argument("--json", action="store_true")
     di.set_defaults(func=cmd_data_import)
     df = dsub.add_parser("fetch", help="fetch symbols from a source into the store")

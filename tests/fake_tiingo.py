@@ -14,7 +14,9 @@ it. It speaks the documented JSON of:
 
 Dates alternate between ``2015-01-02T00:00:00.000Z`` and ``2015-01-05T00:00:00+00:00``.
 It checks ``Authorization: Token <token>`` (401 otherwise), answers 404 for unknown tickers,
-can be told to fail the next requests (`fail`) or to answer a fixed body (`override`), can
+can end a ticker's history early (`delist`: its prices stop at that date and its metadata's
+``endDate`` says so), can give a ticker another metadata ``endDate`` (`end_dates`: e.g. today, a
+live ticker), can be told to fail the next requests (`fail`) or to answer a fixed body (`override`), can
 delay every answer (`delay`), records every request (`requests`) and tracks the most requests
 in flight at once (`max_in_flight`).
 
@@ -139,6 +141,8 @@ class FakeTiingo:
     requests: list[Recorded] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     overrides: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    delisted: dict[str, str] = field(default_factory=dict)  # ticker -> its last price date (YYYY-MM-DD)
+    end_dates: dict[str, str] = field(default_factory=dict)  # ticker -> the metadata's endDate
     in_flight: int = 0
     max_in_flight: int = 0
     url: str = ""
@@ -148,6 +152,10 @@ class FakeTiingo:
              path_contains: str | None = None) -> None:
         """Answer the next ``times`` matching requests with ``status`` (and Retry-After / body)."""
         self.failures.extend(Failure(status, retry_after, body, path_contains) for _ in range(times))
+
+    def delist(self, ticker: str, last_day: str) -> None:
+        """End ``ticker``'s history at ``last_day`` (YYYY-MM-DD): no prices after it, metadata endDate it."""
+        self.delisted[ticker] = last_day
 
     def override(self, path: str, body: str, status: int = 200, content_type: str = "application/json") -> None:
         """Always answer ``path`` with this body."""
@@ -201,6 +209,8 @@ class FakeTiingo:
         if request.query.get("resampleFreq", "daily") != "daily":
             return web.json_response({"detail": "Error: the fake serves resampleFreq=daily only"}, status=400)
         rows = daily_rows(ticker)
+        if ticker in self.delisted:
+            rows = [r for r in rows if r["date"][:10] <= self.delisted[ticker]]
         start, end = request.query.get("startDate"), request.query.get("endDate")
         if start is None:
             return web.json_response(rows[-1:])
@@ -217,6 +227,8 @@ class FakeTiingo:
         start = request.query.get("startDate", DAILY_END)
         end = request.query.get("endDate", DAILY_END)
         columns = request.query.get("columns", "open,high,low,close").split(",")
+        if ticker in self.delisted:
+            end = min(end, self.delisted[ticker])
         out = []
         for i, ts in enumerate(iex_bars(ticker, start, end, minutes)):
             bar = iex_bar(ticker, ts)
@@ -231,8 +243,9 @@ class FakeTiingo:
         ticker = request.match_info["ticker"].upper()
         if ticker not in DAILY_TICKERS:
             return self._not_found(ticker)
+        end = self.end_dates.get(ticker, self.delisted.get(ticker, DAILY_END))
         return web.json_response({"ticker": ticker.lower(), "name": f"{ticker} Holdings Inc",
-                                  "exchangeCode": "NASDAQ", "startDate": DAILY_START, "endDate": DAILY_END,
+                                  "exchangeCode": "NASDAQ", "startDate": DAILY_START, "endDate": end,
                                   "description": f"The fake company behind {ticker}."})
 
     # -- lifecycle ----------------------------------------------------------------------------

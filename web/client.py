@@ -363,15 +363,16 @@ class BacktestClient:
 
     def data_symbols(self, source: str | None = None, frequency: str | None = None, prefix: str | None = None,
                      limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
-        """GET /data/symbols: ``{"symbols": [{source, symbol, frequency, first, last, rows, …}], "total", …}``."""
+        """GET /data/symbols: ``{"symbols": [{source, symbol, …, ended}], "total", …}``."""
         return self._json("GET", "/data/symbols", query={"source": source, "frequency": frequency, "prefix": prefix,
                                                           "limit": limit, "offset": offset})
 
     def upload(self, path: str | os.PathLike[str], symbol: str | None = None, source: str = "upload",
-               frequency: str = "1d") -> dict[str, Any]:
+               frequency: str = "1d", delisted: bool = False) -> dict[str, Any]:
         """POST /data/upload: store a CSV/Parquet OHLCV file; returns ``{"stored": [entries]}``.
 
-        ``symbol`` defaults to the file's ``symbol`` column or its name's stem (server side).
+        ``symbol`` defaults to the file's ``symbol`` column or its name's stem (server side);
+        ``delisted``: the file's series have ended (marked ended at their last bar).
         """
         p = Path(path)
         data = p.read_bytes()
@@ -379,6 +380,8 @@ class BacktestClient:
         fields = {"source": source, "frequency": frequency}
         if symbol is not None:
             fields["symbol"] = symbol
+        if delisted:
+            fields["delisted"] = "true"
         ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         if p.suffix.lower() in (".parquet", ".pq", ".parq"):
             ctype = "application/vnd.apache.parquet"

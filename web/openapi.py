@@ -265,14 +265,19 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
             responses={"200": _json("deleted", S.SeriesDeleted), **_errors(404, 422)})},
         "/data/upload": {"post": _op(
             "Upload market data (CSV or Parquet)", tag="data",
-            description="Multipart: a `file` part, and optional `symbol`, `source` (default upload) and "
-                        "`frequency` (default 1d). Validated completely before anything is stored; 422 lists "
-                        "the problems by row and column.",
+            description="Multipart: a `file` part, and optional `symbol`, `source` (default upload), "
+                        "`frequency` (default 1d) and `delisted` (true: the file's series have ended and are "
+                        "marked ended at their last bar; default false, which stores them unmarked). Validated "
+                        "completely before anything is stored; 422 lists the problems by row and column, or "
+                        "names the field (`delisted` not a flag).",
             body={"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary", "description": "CSV or Parquet OHLCV bars"},
                     "symbol": {"type": "string", "maxLength": 64}, "source": {"type": "string", "maxLength": 64},
-                    "frequency": {"type": "string", "maxLength": 64}}}}}},
+                    "frequency": {"type": "string", "maxLength": 64},
+                    "delisted": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"],
+                                 "description": "the series have ended (delisted): mark them ended at their "
+                                                "last bar (case-insensitive)"}}}}}},
             responses={"201": _json("stored", S.UploadResult), **_errors(400, 404, 408, 413, 415, 422, 429, 507)})},
         "/health": {"get": _op("Liveness (no key needed)", tag="service", secured=False,
                                responses={"200": _json("alive", S.Health)})},

@@ -455,7 +455,9 @@ class SourceList(Model):
 
 
 class SymbolEntry(Model):
-    """A stored series: its first and last bar and row count."""
+    """A stored series: its first and last bar, row count, and ``ended``: its final bar when the
+    source marks the series as ended (a delisting: Tiingo's end date, an upload's ``delisted``
+    flag), else null."""
 
     source: str
     symbol: str
@@ -464,10 +466,12 @@ class SymbolEntry(Model):
     last: str
     rows: int
     updated: str
+    ended: str | None = None
 
 
 _ENTRY_EXAMPLE = {"source": "upload", "symbol": "AAPL", "frequency": "1d", "first": "2020-01-02T00:00:00+00:00",
-                  "last": "2020-12-31T00:00:00+00:00", "rows": 253, "updated": "2024-05-02T09:30:00+00:00"}
+                  "last": "2020-12-31T00:00:00+00:00", "rows": 253, "updated": "2024-05-02T09:30:00+00:00",
+                  "ended": None}
 
 
 class SymbolList(Model):

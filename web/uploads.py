@@ -1,7 +1,10 @@
 """POST /data/upload: a CSV/Parquet file received as a stream, bounded in every way, then stored.
 
 The request is ``multipart/form-data`` with one ``file`` part and optional ``symbol``,
-``source`` and ``frequency`` fields. What a client can make the server spend is bounded:
+``source``, ``frequency`` and ``delisted`` fields (``delisted=true``: the file's series have
+ended — delistings — and are marked ended at their last bar; another value than true/false,
+1/0, yes/no, on/off is 422 naming the field; without it the series are stored unmarked, which
+clears the mark of a series uploaded before with it). What a client can make the server spend is bounded:
 
 - **at once**: ``GPU_BACKTEST_MAX_CONCURRENT_UPLOADS`` uploads per server; one more is answered
   429 (``too_many_uploads``) with ``Retry-After`` at once, before its body is read;
@@ -50,7 +53,7 @@ UPLOAD_SLOTS: web.AppKey[asyncio.Semaphore] = web.AppKey("upload_slots", asyncio
 MAX_PARTS = 8
 MAX_FIELD_BYTES = 256
 MAX_FIELD_CHARS = 64
-FIELDS = ("symbol", "source", "frequency")
+FIELDS = ("symbol", "source", "frequency", "delisted")
 CHUNK = 64 * 1024
 RETRY_AFTER_S = 5
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small fields, beyond the file
@@ -93,7 +96,7 @@ def closing_error(request: web.Request, exc: GpuBacktestError,
 
 
 async def data_upload(request: web.Request) -> web.Response:
-    """POST /data/upload (multipart: file + symbol/source/frequency): stream, validate, store (201)."""
+    """POST /data/upload (multipart: file + symbol/source/frequency/delisted): stream, validate, store (201)."""
     settings = request.app[K.SETTINGS]
     if not request.content_type.startswith("multipart/"):
         raise UnsupportedMediaType("POST /data/upload takes multipart/form-data with a 'file' part")
@@ -122,7 +125,8 @@ async def data_upload(request: web.Request) -> web.Response:
             try:
                 entries = await asyncio.to_thread(
                     request.app[K.DATA].import_file, tmp_path, fields.get("symbol") or None,
-                    fields.get("source") or "upload", fields.get("frequency") or "1d", filename)
+                    fields.get("source") or "upload", fields.get("frequency") or "1d", filename,
+                    fields.get("delisted"))
             except OSError as exc:
                 if no_space(exc):
                     raise InsufficientStorage(

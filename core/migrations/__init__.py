@@ -9,6 +9,7 @@ The revisions are the files in ``versions/``, one per schema change, each with a
     0004_job_listing     jobs.strategy, n_symbols, n_columns: what a job listing shows
     0005_catalog_file    market_catalog.file: the file of each series' current version
     0006_callback_delivery  the delivery record of a job's callback (status, attempts, last error)
+    0007_catalog_ended   market_catalog.ended_ns: the final bar of a series its source marks as ended
 
 `migrate` runs in one transaction that first takes a lock — PostgreSQL: an advisory
 transaction lock; SQLite: ``BEGIN IMMEDIATE`` (the database's write lock) — so that several

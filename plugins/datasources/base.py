@@ -109,7 +109,8 @@ class DataSource:
         """Fetch into ``store`` the bars of ``symbols`` in ``rng`` that it does not hold yet.
 
         Incremental: a symbol already stored is extended only past its last stored bar (and
-        before its first, when the range starts earlier).
+        before its first, when the range starts earlier) — never past the last bar of a series
+        marked as ended (a delisting: it has no later bars).
         """
         if not self.fetchable:
             return
@@ -124,7 +125,7 @@ class DataSource:
             if rng.start is not None and rng.start <= entry.first - step:
                 todo.setdefault((rng.start, entry.first - step), []).append(sym)
             end = rng.end if rng.end is not None else pd.Timestamp.now(tz="UTC").normalize()
-            if end >= entry.last + step:
+            if end >= entry.last + step and entry.ended is None:
                 todo.setdefault((entry.last + step, rng.end), []).append(sym)
         for (start, end), syms in todo.items():
             frames = self.fetch_many(syms, start, end, rng.frequency, adjusted)

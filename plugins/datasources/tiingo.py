@@ -14,12 +14,23 @@ honoured); 401/403, 404 and malformed bodies fail at once with a `DataError` sub
 names the ticker. `TiingoSource.fetch_many` fetches symbols concurrently (aiohttp, bounded by a
 semaphore) and works from sync code and from inside a running event loop; `afetch_many` is the
 coroutine for async callers. See docs/datasources.md (## tiingo).
+
+**Ended tickers (delistings).** `TiingoSource.ensure` marks a stored series as *ended* when
+Tiingo's ticker metadata says so: Tiingo's ``endDate`` is a ticker's latest price date, so for
+a live ticker it is at most a few days old. After a fetch, each unmarked series that stops
+more than `ENDED_AFTER_DAYS` calendar days before the end of the range asked for (a shortfall:
+the only case a delisting can explain) has its metadata read; when ``endDate`` is more than
+`ENDED_AFTER_DAYS` days before the fetch date, the series is marked ended at its last stored
+bar on or before ``endDate`` — provided that bar is on ``endDate``'s day (the stored series
+reaches the ticker's end; one fetched only up to an earlier date is not marked, nor one holding
+bars after ``endDate``). See `ended_mark`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import re
@@ -27,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import numpy as np
@@ -38,7 +49,12 @@ from ...core.config import Settings
 from ...core.errors import ConfigError, DataError
 from ...core.timeutil import end_bound_utc, to_utc, to_utc_or_none
 from ..hookspecs import hookimpl
-from .base import CANONICAL, DataSource
+from .base import CANONICAL, DataSource, FetchRange
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...core.marketdata import CatalogEntry, MarketDataStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.tiingo.com"
 TICKER_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
@@ -59,6 +75,10 @@ DAILY_FIELDS = {"open": "open", "high": "high", "low": "low", "close": "close", 
                 "adjVolume": "adj_volume", "divCash": "dividend", "splitFactor": "split"}
 IEX_FIELDS = {"open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# a ticker whose metadata endDate (its latest price date) is more than this many calendar days
+# before the fetch date has ended (a delisting); longer than any market closure (the longest
+# since 1933: 4 trading days in September 2001, a week with the weekends)
+ENDED_AFTER_DAYS = 10
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -192,6 +212,25 @@ class TickerMetadata:
                 "description": self.description}
 
 
+def ended_mark(entry: CatalogEntry, end_date: pd.Timestamp | None, fetched: pd.Timestamp) -> int | None:
+    """The UTC ns at which the stored series ``entry`` ends according to Tiingo's metadata
+    ``end_date`` (the ticker's latest price date) read at ``fetched``, or None (not ended).
+
+    Ended: ``end_date`` is more than `ENDED_AFTER_DAYS` calendar days before ``fetched``'s date.
+    The mark is the stored series' last bar, which must lie on ``end_date``'s day (UTC): a series
+    stored only up to an earlier date does not hold the final bar, and one with bars after
+    ``end_date`` contradicts it; neither is marked."""
+    if end_date is None:
+        return None
+    day = to_utc(end_date).normalize()
+    if day >= to_utc(fetched).normalize() - pd.Timedelta(days=ENDED_AFTER_DAYS):
+        return None  # a live ticker (its latest price is recent)
+    last = entry.last
+    if not (day <= last < day + pd.Timedelta(days=1)):
+        return None
+    return int(last.value)
+
+
 class _Run:
     """One batch of requests: a session, the in-flight limit, and the first fatal error."""
 
@@ -303,6 +342,37 @@ class TiingoSource(DataSource):
         """Name, exchange, first/last price date and description of a ticker."""
         return _run_sync(lambda: self.ametadata(symbol))
 
+    def ensure(self, store: MarketDataStore, symbols: Sequence[str], rng: FetchRange,
+               adjusted: bool = True) -> None:
+        """`DataSource.ensure`, then mark the series that Tiingo says have ended (see the module
+        docstring, "Ended tickers"; `ended_mark`)."""
+        super().ensure(store, symbols, rng, adjusted)
+        self.mark_ended(store, symbols, rng)
+
+    def mark_ended(self, store: MarketDataStore, symbols: Sequence[str], rng: FetchRange) -> list[str]:
+        """Read the metadata of the stored, unmarked series of ``symbols`` that stop more than
+        `ENDED_AFTER_DAYS` days before ``rng``'s end (today without one) and mark those that have
+        ended (`ended_mark`); returns the symbols marked. A metadata request that fails is logged
+        and marks nothing: the data itself was fetched."""
+        fetched = pd.Timestamp.now(tz="UTC")
+        asked_to = to_utc(rng.end) if rng.end is not None else fetched.normalize()
+        gap = pd.Timedelta(days=ENDED_AFTER_DAYS)
+        stored = store.entries(self.name, rng.frequency, symbols)
+        short = {s: e for s, e in stored.items() if e.ended is None and e.last < asked_to - gap}
+        if not short:
+            return []
+        metas = _run_sync(lambda: self._ametadata_many(list(short)))
+        marks: dict[str, int | None] = {}
+        for sym, entry in short.items():
+            meta = metas.get(sym)
+            if isinstance(meta, BaseException):
+                log.warning("tiingo: could not read the metadata of %s to check for a delisting: %s", sym, meta)
+                continue
+            ns = ended_mark(entry, meta.end_date if meta is not None else None, fetched)
+            if ns is not None:
+                marks[sym] = ns
+        return store.mark_ended(self.name, rng.frequency, marks) if marks else []
+
     # -- async API --------------------------------------------------------------------------
     async def afetch(self, symbol: str, start: pd.Timestamp | None, end: pd.Timestamp | None,
                      frequency: str = "1d", adjusted: bool = True) -> pd.DataFrame:
@@ -350,7 +420,21 @@ class TiingoSource(DataSource):
         ticker = normalize_ticker(symbol)
         self._require_key()
         async with self._session() as session:
-            body = await self._get_json(_Run(session, 1), self.base_url / "tiingo" / "daily" / ticker, {}, ticker)
+            return await self._meta_one(_Run(session, 1), ticker)
+
+    async def _ametadata_many(self, symbols: Sequence[str]) -> dict[str, TickerMetadata | BaseException]:
+        """The metadata of ``symbols`` (at most ``concurrency`` requests in flight), each one's
+        answer or the exception its request raised, by symbol as given."""
+        tickers = {s: normalize_ticker(s) for s in symbols}
+        self._require_key()
+        async with self._session() as session:
+            run = _Run(session, self.concurrency)
+            answers = await asyncio.gather(*(self._meta_one(run, t) for t in tickers.values()),
+                                           return_exceptions=True)
+        return dict(zip(tickers, answers, strict=True))
+
+    async def _meta_one(self, run: _Run, ticker: str) -> TickerMetadata:
+        body = await self._get_json(run, self.base_url / "tiingo" / "daily" / ticker, {}, ticker)
         if not isinstance(body, dict) or "ticker" not in body:
             raise TiingoResponseError(f"Tiingo metadata for {ticker} is not an object with a ticker: "
                                       f"{_snippet(json.dumps(body, default=str))}", ticker)

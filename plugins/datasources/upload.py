@@ -16,7 +16,11 @@ A file larger than the upload limit raises `UploadTooLarge` (a `DataError` with 
 
 `import_file` validates the whole file first and only then writes its symbols with
 `MarketDataStore.write_many`, which *replaces* each symbol's stored series; nothing is stored
-when any row of the file is invalid. The rules are documented in docs/datasources.md ("## upload").
+when any row of the file is invalid. With ``delisted`` every series of the file is marked as
+*ended* at its last bar (a delisting: portfolio mode closes positions there); an upload without
+it stores the series unmarked — the new version replaces the series and its mark, so uploading
+again without the flag clears it (`parse_delisted` reads the flag's text). The rules are
+documented in docs/datasources.md ("## upload").
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...core.config import Settings, parse_bytes
-from ...core.errors import DataError
+from ...core.errors import DataError, SpecError
 from ...core.marketdata import check_frequency, check_source
 from ...core.panel import ALIASES, TIME_ALIASES, check_symbol
 from ...core.spec import FREQUENCIES
@@ -752,10 +756,32 @@ def _group_order(codes: np.ndarray, ns: np.ndarray) -> np.ndarray | None:
     return np.lexsort((ns, codes))
 
 
+#: The ``delisted`` flag's accepted spellings (case-insensitive); an empty value is "not given".
+FLAG_VALUES = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+               "off": False}
+
+
+def parse_delisted(value: Any, field: str = "delisted") -> bool:
+    """The ``delisted`` flag of an upload: a bool, None / "" (not given: False) or one of
+    `FLAG_VALUES`; anything else is a SpecError naming ``field`` (422 on the web)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "":
+            return False
+        if text in FLAG_VALUES:
+            return FLAG_VALUES[text]
+    raise SpecError(field, f"{str(value)[:40]!r} is not a flag: true or false (also 1/0, yes/no, on/off)")
+
+
 def import_file(store: MarketDataStore, path: UploadData, symbol: str | None = None, source: str = "upload",
                 frequency: str = "1d", max_bytes: int | None = None,
-                filename: str | None = None) -> list[CatalogEntry]:
+                filename: str | None = None, delisted: bool = False) -> list[CatalogEntry]:
     """Validate the whole file, then store each of its symbols, *replacing* any stored series.
+
+    ``delisted``: the file holds series that have ended (delistings): each is marked ended at its
+    last bar (`MarketDataStore.write_many`'s ``ended``); without it the series are stored unmarked.
 
     Nothing is written unless every row is valid (`validate_file` raises first). The symbols are
     written by `MarketDataStore.write_many`: each file atomically, on a few threads, then every
@@ -766,7 +792,7 @@ def import_file(store: MarketDataStore, path: UploadData, symbol: str | None = N
     check_source(source)
     check_frequency(frequency)
     tables = validate_tables(path, symbol=symbol, max_bytes=max_bytes, filename=filename)
-    return store.write_many(source, frequency, tables)
+    return store.write_many(source, frequency, tables, ended=list(tables) if delisted else ())
 
 
 class UploadSource(DataSource):
@@ -798,10 +824,10 @@ class UploadSource(DataSource):
 
     def import_file(self, store: MarketDataStore, path: UploadData, symbol: str | None = None,
                     frequency: str = "1d", max_bytes: int | None = None,
-                    filename: str | None = None) -> list[CatalogEntry]:
+                    filename: str | None = None, delisted: bool = False) -> list[CatalogEntry]:
         """See `import_file` (stores under this source's name)."""
         return import_file(store, path, symbol=symbol, source=self.name, frequency=frequency,
-                           max_bytes=max_bytes, filename=filename)
+                           max_bytes=max_bytes, filename=filename, delisted=delisted)
 
 
 @hookimpl
