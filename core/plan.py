@@ -136,8 +136,11 @@ class RunPlan:
         files = self.data.files
         if files:  # this partition's symbols' files, and the benchmark's
             files = files[p.start:p.stop] + files[len(self.data.symbols):]
+        own = set(self.data.symbols[p.start:p.stop])
+        ended = tuple(m for m in self.data.ended if m[0] in own)
         return PartitionTask(self.hash, self.strategy, self.spec, self.grid,
-                             replace(self.data, symbols=(), files=files), p, self.data.symbols[p.start:p.stop])
+                             replace(self.data, symbols=(), files=files, ended=ended), p,
+                             self.data.symbols[p.start:p.stop])
 
 
 @dataclass(frozen=True)
