@@ -45,6 +45,7 @@ from .portfolio_strategy import KIND_PORTFOLIO, strategy_kind
 from .ranking import rank_sorted
 from .registry import Registry, get_strategy
 from .simulate import layout as L
+from .simulate.sim_options import SimOptions
 from .spec import BacktestSpec, Portfolio, expand_grid, grid_size
 from .stages import calendar_stage, details_stage, union_calendars, wanted_metrics
 from .strategy import SignalContext, Signals, Strategy
@@ -112,38 +113,44 @@ def plan_chunks(n_symbols: int, n_combos: int, n_bars: int, budget: int, bytes_p
     return chunks
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
-    """The spec's options as the kernel's float and int option arrays."""
+    """The spec's options as the single-asset kernel's named `SimOptions` (and its option arrays)."""
 
-    fopts: np.ndarray
-    iopts: np.ndarray
+    sim: SimOptions
 
     @classmethod
     def from_spec(cls, spec: BacktestSpec) -> RunOptions:
-        f = np.zeros(L.N_FOPTS, dtype=np.float64)
         ex, co = spec.execution, spec.costs
-        f[L.F_INIT_CASH] = ex.init_cash
-        f[L.F_FEES] = co.fees
-        f[L.F_FIXED_FEE] = co.fixed_fee
-        f[L.F_SLIPPAGE] = co.slippage
-        f[L.F_SIZE] = ex.size
-        f[L.F_SL_STOP] = ex.sl_stop
-        f[L.F_TP_STOP] = ex.tp_stop
-        f[L.F_TSL_STOP] = ex.tsl_stop
-        f[L.F_RISK_FREE] = spec.metrics.risk_free
-        i = np.zeros(L.N_IOPTS, dtype=np.int64)
-        i[L.I_FILL] = {"close": L.FILL_CLOSE, "next_open": L.FILL_NEXT_OPEN}[ex.fill]
-        i[L.I_DIRECTION] = {"long": L.DIR_LONG, "short": L.DIR_SHORT, "both": L.DIR_BOTH}[ex.direction]
-        i[L.I_SIZE_TYPE] = {"percent": L.SIZE_PERCENT, "value": L.SIZE_VALUE, "units": L.SIZE_UNITS}[ex.size_type]
-        i[L.I_FRACTIONAL] = 1 if ex.fractional else 0
-        return cls(f, i)
+        return cls(SimOptions(
+            init_cash=ex.init_cash,
+            fees=co.fees,
+            fixed_fee=co.fixed_fee,
+            slippage=co.slippage,
+            size=ex.size,
+            size_type=ex.size_type,
+            fill=ex.fill,
+            direction=ex.direction,
+            fractional=bool(ex.fractional),
+            sl_stop=ex.sl_stop,
+            tp_stop=ex.tp_stop,
+            tsl_stop=ex.tsl_stop,
+            risk_free=spec.metrics.risk_free,
+        ))
+
+    @property
+    def fopts(self) -> np.ndarray:
+        """The kernel's float option array."""
+        return self.sim.arrays()[0]
+
+    @property
+    def iopts(self) -> np.ndarray:
+        """The kernel's int option array (no returns, no records)."""
+        return self.sim.arrays()[1]
 
     def with_flags(self, want_returns: bool, record: bool) -> np.ndarray:
-        i = self.iopts.copy()
-        i[L.I_WANT_RETURNS] = int(want_returns)
-        i[L.I_RECORD] = int(record)
-        return i
+        """The int option array with the output switches set."""
+        return dataclasses.replace(self.sim, want_returns=want_returns, record=record).arrays()[1]
 
 
 @dataclass

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from hypothesis import strategies as st
@@ -27,10 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference_sim import Options, Result, simulate_reference
 
 from gpu_backtest.core.simulate import layout as L
-
-FILLS = {"close": L.FILL_CLOSE, "next_open": L.FILL_NEXT_OPEN}
-DIRECTIONS = {"long": L.DIR_LONG, "short": L.DIR_SHORT, "both": L.DIR_BOTH}
-SIZE_TYPES = {"percent": L.SIZE_PERCENT, "value": L.SIZE_VALUE, "units": L.SIZE_UNITS}
+from gpu_backtest.core.simulate.sim_options import SimOptions
 
 RTOL = 1e-9
 
@@ -72,25 +69,8 @@ class KernelOutput:
 
 
 def option_arrays(opts: Options, want_returns: bool, record: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`Options` → the kernel's ``fopts`` / ``iopts`` arrays."""
-    fopts = np.zeros(L.N_FOPTS, dtype=np.float64)
-    fopts[L.F_INIT_CASH] = opts.init_cash
-    fopts[L.F_FEES] = opts.fees
-    fopts[L.F_FIXED_FEE] = opts.fixed_fee
-    fopts[L.F_SLIPPAGE] = opts.slippage
-    fopts[L.F_SIZE] = opts.size
-    fopts[L.F_SL_STOP] = opts.sl_stop
-    fopts[L.F_TP_STOP] = opts.tp_stop
-    fopts[L.F_TSL_STOP] = opts.tsl_stop
-    fopts[L.F_RISK_FREE] = opts.risk_free
-    iopts = np.zeros(L.N_IOPTS, dtype=np.int64)
-    iopts[L.I_FILL] = FILLS[opts.fill]
-    iopts[L.I_DIRECTION] = DIRECTIONS[opts.direction]
-    iopts[L.I_SIZE_TYPE] = SIZE_TYPES[opts.size_type]
-    iopts[L.I_FRACTIONAL] = 1 if opts.fractional else 0
-    iopts[L.I_WANT_RETURNS] = 1 if want_returns else 0
-    iopts[L.I_RECORD] = 1 if record else 0
-    return fopts, iopts
+    """`Options` → the kernel's ``fopts`` / ``iopts`` arrays, through `SimOptions`."""
+    return SimOptions(**asdict(opts), want_returns=want_returns, record=record).arrays()
 
 
 def run_kernel(

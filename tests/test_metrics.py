@@ -38,6 +38,7 @@ from gpu_backtest.core.metrics import (
 )
 from gpu_backtest.core.simulate import layout as L
 from gpu_backtest.core.simulate.cpu import simulate
+from gpu_backtest.core.simulate.sim_options import DIRECTIONS, FILLS, SIZE_TYPES, SimOptions
 
 RTOL = 1e-9
 ATOL = 1e-12  # only matters for values that are ~0 (a relative tolerance cannot apply there)
@@ -265,24 +266,16 @@ def make_opts(
     fill=L.FILL_CLOSE, direction=L.DIR_LONG, size_type=L.SIZE_PERCENT, fractional=1, want_returns=1,
     record=0,
 ):
-    fopts = np.zeros(L.N_FOPTS)
-    fopts[L.F_INIT_CASH] = init_cash
-    fopts[L.F_FEES] = fees
-    fopts[L.F_FIXED_FEE] = fixed_fee
-    fopts[L.F_SLIPPAGE] = slippage
-    fopts[L.F_SIZE] = size
-    fopts[L.F_SL_STOP] = sl
-    fopts[L.F_TP_STOP] = tp
-    fopts[L.F_TSL_STOP] = tsl
-    fopts[L.F_RISK_FREE] = rf
-    iopts = np.zeros(L.N_IOPTS, dtype=np.int64)
-    iopts[L.I_FILL] = fill
-    iopts[L.I_DIRECTION] = direction
-    iopts[L.I_SIZE_TYPE] = size_type
-    iopts[L.I_FRACTIONAL] = fractional
-    iopts[L.I_WANT_RETURNS] = want_returns
-    iopts[L.I_RECORD] = record
-    return fopts, iopts
+    """The kernel's option arrays, through `SimOptions` (``fill``/``direction``/``size_type`` as layout codes)."""
+    def name(codes, code):
+        return next(k for k, v in codes.items() if v == code)
+
+    return SimOptions(
+        init_cash=init_cash, fees=fees, fixed_fee=fixed_fee, slippage=slippage, size=size, sl_stop=sl,
+        tp_stop=tp, tsl_stop=tsl, risk_free=rf, fill=name(FILLS, fill), direction=name(DIRECTIONS, direction),
+        size_type=name(SIZE_TYPES, size_type), fractional=bool(fractional), want_returns=bool(want_returns),
+        record=bool(record),
+    ).arrays()
 
 
 def run_kernel(o, h, lo, c, sym, entries, exits, short_entries, short_exits, fopts, iopts):

@@ -14,10 +14,12 @@ from .layout import N_ACC
 
 
 def _drop_stale_cache() -> None:
-    """numba keys its on-disk cache on this file only, not on kernel.py/layout.py, which the
-    compiled code includes: drop the cached builds when any of the three changed."""
+    """numba keys its on-disk cache on this file only, not on the modules the compiled code
+    includes (kernel.py, layout.py and the inlined orders.py/accumulators.py): drop the cached
+    builds when any of them changed."""
     here = Path(__file__).resolve().parent
-    digest = hashlib.sha256(b"".join((here / n).read_bytes() for n in ("kernel.py", "layout.py", "cpu.py")))
+    sources = ("kernel.py", "layout.py", "orders.py", "accumulators.py", "cpu.py")
+    digest = hashlib.sha256(b"".join((here / n).read_bytes() for n in sources))
     cache_dir = here / "__pycache__"
     stamp = cache_dir / "cpu.kernel-sources.sha256"
     try:

@@ -3,34 +3,29 @@
 `simulate_column` is compiled twice: by `cpu.py` with numba ``njit`` (a ``prange`` loop over
 columns) and by `cuda.py` with ``numba.cuda.jit(device=True)`` (one GPU thread per column).
 It therefore allocates nothing, uses only scalars, ``math`` and array indexing, and reads its
-options from the fixed layouts in `layout.py`. docs/semantics.md is its specification.
+options from the fixed layouts in `layout.py` (filled by `sim_options.SimOptions.arrays`).
+Fill prices, sizing and fees come from the shared cost functions of `orders.py`, the
+closed-trade statistics from `accumulators.py`; the portfolio kernel uses the same ones.
+docs/semantics.md is its specification.
 """
 
 import math
 
+from .accumulators import TS_N_FIELDS, trade_stats_add, trade_stats_new
 from .layout import (
-    A_BEST_RET,
     A_DOWN_SQ,
     A_EXPOSURE_BARS,
     A_FINAL_EQUITY,
-    A_GROSS_LOSS,
-    A_GROSS_PROFIT,
-    A_HOLD_BARS,
     A_MAX_DD,
     A_MAX_DD_BARS,
     A_N_BARS,
     A_N_CLOSED,
-    A_N_LOSSES,
     A_N_OPEN,
-    A_N_WINS,
     A_OMEGA_NEG,
     A_OMEGA_POS,
     A_OPEN_PNL,
-    A_PNL_M2,
-    A_PNL_MEAN,
     A_RET_M2,
     A_RET_MEAN,
-    A_WORST_RET,
     DIR_LONG,
     DIR_SHORT,
     F_FEES,
@@ -69,6 +64,14 @@ from .layout import (
     T_PNL,
     T_RETURN,
     T_SIZE,
+)
+from .orders import (
+    affordable_units,
+    buy_fill_price,
+    buy_outlay,
+    fill_fees,
+    sell_fill_price,
+    sell_proceeds,
 )
 
 # actions decided by the signals of a bar
@@ -149,16 +152,7 @@ def simulate_column(
     omega_neg = 0.0
     exposure = 0
 
-    n_closed = 0
-    n_wins = 0
-    n_losses = 0
-    gross_profit = 0.0
-    gross_loss = 0.0
-    pnl_mean = 0.0
-    pnl_m2 = 0.0
-    best_ret = math.nan
-    worst_ret = math.nan
-    hold_bars = 0
+    stats = trade_stats_new()
     n_trades = 0
 
     for t in range(n_bars):
@@ -263,19 +257,19 @@ def simulate_column(
                         reason = R_REVERSE
                     if pos > 0.0:
                         units = pos
-                        fill = price * (1.0 - slippage)
-                        exit_fees = units * fill * fees + fixed_fee
-                        cash += units * fill - exit_fees
-                        pnl = units * fill - exit_fees - (units * entry_fill + entry_fees)
+                        fill = sell_fill_price(price, slippage)
+                        exit_fees = fill_fees(units, fill, fees, fixed_fee)
+                        cash += sell_proceeds(units, fill, exit_fees)
+                        pnl = sell_proceeds(units, fill, exit_fees) - buy_outlay(units, entry_fill, entry_fees)
                         tdir = 1.0
                     else:
                         units = -pos
-                        fill = price * (1.0 + slippage)
-                        exit_fees = units * fill * fees + fixed_fee
-                        cash -= units * fill + exit_fees
-                        pnl = units * entry_fill - entry_fees - (units * fill + exit_fees)
+                        fill = buy_fill_price(price, slippage)
+                        exit_fees = fill_fees(units, fill, fees, fixed_fee)
+                        cash -= buy_outlay(units, fill, exit_fees)
+                        pnl = sell_proceeds(units, entry_fill, entry_fees) - buy_outlay(units, fill, exit_fees)
                         tdir = -1.0
-                    tret = pnl / (units * entry_fill + entry_fees)
+                    tret = pnl / buy_outlay(units, entry_fill, entry_fees)
                     if record and n_trades < max_trades:
                         trades_out[c, n_trades, T_ENTRY_IDX] = entry_idx
                         trades_out[c, n_trades, T_EXIT_IDX] = t
@@ -289,21 +283,7 @@ def simulate_column(
                         trades_out[c, n_trades, T_RETURN] = tret
                         trades_out[c, n_trades, T_EXIT_REASON] = reason
                     n_trades += 1
-                    n_closed += 1
-                    if pnl > 0.0:
-                        n_wins += 1
-                        gross_profit += pnl
-                    elif pnl < 0.0:
-                        n_losses += 1
-                        gross_loss += pnl
-                    delta = pnl - pnl_mean
-                    pnl_mean += delta / n_closed
-                    pnl_m2 += delta * (pnl - pnl_mean)
-                    if not (tret <= best_ret):
-                        best_ret = tret
-                    if not (tret >= worst_ret):
-                        worst_ret = tret
-                    hold_bars += t - entry_idx
+                    stats = trade_stats_add(stats, pnl, tret, t - entry_idx)
                     pos = 0.0
 
                 # ---- open a new position ----
@@ -311,27 +291,27 @@ def simulate_column(
                     equity = cash
                     if equity > 0.0:
                         if act == ACT_LONG:
-                            fill = price * (1.0 + slippage)
+                            fill = buy_fill_price(price, slippage)
                         else:
-                            fill = price * (1.0 - slippage)
+                            fill = sell_fill_price(price, slippage)
                         if size_type == SIZE_PERCENT:
                             budget = size * equity
                         elif size_type == SIZE_VALUE:
                             budget = size if size < equity else equity
                         else:
                             budget = equity
-                        units = (budget - fixed_fee) / (fill * (1.0 + fees))
+                        units = affordable_units(budget, fill, fees, fixed_fee)
                         if size_type == SIZE_UNITS and size < units:
                             units = size
                         if not fractional:
                             units = math.floor(units)
                         if units > 0.0:
-                            entry_fees = units * fill * fees + fixed_fee
+                            entry_fees = fill_fees(units, fill, fees, fixed_fee)
                             if act == ACT_LONG:
-                                cash -= units * fill + entry_fees
+                                cash -= buy_outlay(units, fill, entry_fees)
                                 pos = units
                             else:
-                                cash += units * fill - entry_fees
+                                cash += sell_proceeds(units, fill, entry_fees)
                                 pos = -units
                             entry_idx = t
                             entry_base = price
@@ -384,11 +364,11 @@ def simulate_column(
         n_open = 1
         if pos > 0.0:
             units = pos
-            open_pnl = units * last_close - (units * entry_fill + entry_fees)
+            open_pnl = units * last_close - buy_outlay(units, entry_fill, entry_fees)
             tdir = 1.0
         else:
             units = -pos
-            open_pnl = units * entry_fill - entry_fees - units * last_close
+            open_pnl = sell_proceeds(units, entry_fill, entry_fees) - units * last_close
             tdir = -1.0
         if record and n_trades < max_trades:
             trades_out[c, n_trades, T_ENTRY_IDX] = entry_idx
@@ -400,7 +380,7 @@ def simulate_column(
             trades_out[c, n_trades, T_ENTRY_FEES] = entry_fees
             trades_out[c, n_trades, T_EXIT_FEES] = 0.0
             trades_out[c, n_trades, T_PNL] = open_pnl
-            trades_out[c, n_trades, T_RETURN] = open_pnl / (units * entry_fill + entry_fees)
+            trades_out[c, n_trades, T_RETURN] = open_pnl / buy_outlay(units, entry_fill, entry_fees)
             trades_out[c, n_trades, T_EXIT_REASON] = R_OPEN
         n_trades += 1
 
@@ -414,16 +394,8 @@ def simulate_column(
     acc[c, A_MAX_DD] = max_dd
     acc[c, A_MAX_DD_BARS] = max_underwater
     acc[c, A_EXPOSURE_BARS] = exposure
-    acc[c, A_N_CLOSED] = n_closed
-    acc[c, A_N_WINS] = n_wins
-    acc[c, A_N_LOSSES] = n_losses
-    acc[c, A_GROSS_PROFIT] = gross_profit
-    acc[c, A_GROSS_LOSS] = gross_loss
-    acc[c, A_PNL_MEAN] = pnl_mean
-    acc[c, A_PNL_M2] = pnl_m2
-    acc[c, A_BEST_RET] = best_ret
-    acc[c, A_WORST_RET] = worst_ret
-    acc[c, A_HOLD_BARS] = hold_bars
+    for k in range(TS_N_FIELDS):
+        acc[c, A_N_CLOSED + k] = stats[k]
     acc[c, A_N_OPEN] = n_open
     acc[c, A_OPEN_PNL] = open_pnl
     if record:

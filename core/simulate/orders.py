@@ -4,7 +4,12 @@ Each is a numba ``njit(inline="always")`` function of scalars, inlined into its 
 numba IR level: the CPU build (``njit``) and the GPU build (``numba.cuda``, where the CUDA
 target accepts CPU-jitted functions) of the portfolio kernel (`portfolio.py`) share this one
 definition, and the PTX of the device function needs no separate device-function call.
-`P` is the execution price before slippage, `F` the fill price after it.
+The single-asset kernel (`kernel.py`) uses the same fill prices and sizing, and books cash as
+``units × F ± fee amount`` (`fill_fees`, `buy_outlay`, `sell_proceeds`); the portfolio kernel
+books ``units × F × (1 ± fees) ∓ fixed_fee`` (`buy_cash`, `sell_cash`). The two are equal in
+exact arithmetic and may differ in the last bit; each kernel keeps its own form so its results
+stay bit-for-bit what its parity tests pin. `P` is the execution price before slippage, `F`
+the fill price after it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ def buy_fill_price(p: float, slippage: float) -> float:
 def sell_fill_price(p: float, slippage: float) -> float:
     """`F` of a sell: ``P × (1 − slippage)``."""
     return p * (1.0 - slippage)
+
+
+@njit(inline="always", cache=False)
+def fill_fees(units: float, f: float, fees: float, fixed_fee: float) -> float:
+    """Fees of a fill of ``units`` at ``f``: ``units × F × fees + fixed_fee``."""
+    return units * f * fees + fixed_fee
+
+
+@njit(inline="always", cache=False)
+def buy_outlay(units: float, f: float, fee_amount: float) -> float:
+    """Cash a buy pays given its fees: ``units × F + fee_amount`` (also a trade's entry cost)."""
+    return units * f + fee_amount
+
+
+@njit(inline="always", cache=False)
+def sell_proceeds(units: float, f: float, fee_amount: float) -> float:
+    """Cash a sell brings given its fees: ``units × F − fee_amount``."""
+    return units * f - fee_amount
 
 
 @njit(inline="always", cache=False)
@@ -45,4 +68,4 @@ def affordable_units(cash: float, f: float, fees: float, fixed_fee: float) -> fl
 @njit(inline="always", cache=False)
 def fill_costs(units: float, p: float, f: float, fees: float, fixed_fee: float, slippage: float) -> float:
     """Fees plus slippage of one fill: ``units × F × fees + fixed_fee + units × P × slippage``."""
-    return units * f * fees + fixed_fee + units * p * slippage
+    return fill_fees(units, f, fees, fixed_fee) + units * p * slippage

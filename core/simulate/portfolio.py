@@ -6,7 +6,8 @@ balance, rebalanced to target weights, with optional shorts, stops and delisting
 allocation: per-symbol state lives in a scratch array the driver preallocates), compiled by
 `run_portfolio_cpu` below with numba ``njit`` (a ``prange`` loop over columns) and by
 `portfolio_cuda.py` with ``numba.cuda.jit(device=True)``. The cost model of a fill comes
-from the shared scalar functions of `orders.py`, which both builds compile.
+from the shared scalar functions of `orders.py` and the closed-trade statistics from
+`accumulators.py`, which both builds compile and the single-asset kernel shares.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from .accumulators import TS_N_FIELDS, trade_stats_add, trade_stats_new
 from .layout import FILL_CLOSE
 from .orders import affordable_units, buy_cash, buy_fill_price, fill_costs, sell_cash, sell_fill_price
 from .portfolio_layout import (
@@ -35,28 +37,19 @@ from .portfolio_layout import (
     OR_REBALANCE,
     OR_STOP_LOSS,
     OR_TAKE_PROFIT,
-    PA_BEST_RET,
     PA_COSTS,
     PA_EXPO_BARS_POS,
     PA_EXPOSURE_BARS,
     PA_FINAL_EQUITY,
-    PA_GROSS_LOSS,
-    PA_GROSS_PROFIT,
     PA_GROSS_SUM,
-    PA_HOLD_BARS,
     PA_HOLDINGS_SUM,
     PA_N_CLOSED,
-    PA_N_LOSSES,
     PA_N_OPEN,
     PA_N_ORDERS,
-    PA_N_WINS,
     PA_NET_SUM,
     PA_OPEN_PNL,
-    PA_PNL_M2,
-    PA_PNL_MEAN,
     PA_TURNOVER,
     PA_TURNOVER_REL,
-    PA_WORST_RET,
     PF_FEES,
     PF_FIXED_FEE,
     PF_INIT_CASH,
@@ -133,16 +126,7 @@ def simulate_portfolio(
     turnover_rel = 0.0
     equity = init_cash
     prev_eq = init_cash
-    n_closed = 0
-    n_wins = 0
-    n_losses = 0
-    gross_profit = 0.0
-    gross_loss = 0.0
-    pnl_mean = 0.0
-    pnl_m2 = 0.0
-    best_ret = math.nan
-    worst_ret = math.nan
-    hold_bars = 0.0
+    stats = trade_stats_new()
     exposure_bars = 0
     holdings_sum = 0
     gross_sum = 0.0
@@ -294,21 +278,7 @@ def simulate_portfolio(
                         if qn == 0.0 or flipped:
                             pnl = scratch[c, s, SC_FLOW]
                             tret = pnl / scratch[c, s, SC_ENTRY_COST]
-                            n_closed += 1
-                            if pnl > 0.0:
-                                n_wins += 1
-                                gross_profit += pnl
-                            elif pnl < 0.0:
-                                n_losses += 1
-                                gross_loss += pnl
-                            d = pnl - pnl_mean
-                            pnl_mean += d / n_closed
-                            pnl_m2 += d * (pnl - pnl_mean)
-                            if not (tret <= best_ret):
-                                best_ret = tret
-                            if not (tret >= worst_ret):
-                                worst_ret = tret
-                            hold_bars += t - scratch[c, s, SC_ENTRY_BAR]
+                            stats = trade_stats_add(stats, pnl, tret, t - scratch[c, s, SC_ENTRY_BAR])
                             scratch[c, s, SC_FLOW] = 0.0
                             scratch[c, s, SC_ENTRY_COST] = 0.0
                             scratch[c, s, SC_AVG_PX] = math.nan
@@ -369,16 +339,8 @@ def simulate_portfolio(
     acc[c, PA_N_ORDERS] = n_orders
     acc[c, PA_COSTS] = costs
     acc[c, PA_TURNOVER] = turnover
-    acc[c, PA_N_CLOSED] = n_closed
-    acc[c, PA_N_WINS] = n_wins
-    acc[c, PA_N_LOSSES] = n_losses
-    acc[c, PA_GROSS_PROFIT] = gross_profit
-    acc[c, PA_GROSS_LOSS] = gross_loss
-    acc[c, PA_PNL_MEAN] = pnl_mean
-    acc[c, PA_PNL_M2] = pnl_m2
-    acc[c, PA_BEST_RET] = best_ret
-    acc[c, PA_WORST_RET] = worst_ret
-    acc[c, PA_HOLD_BARS] = hold_bars
+    for k in range(TS_N_FIELDS):
+        acc[c, PA_N_CLOSED + k] = stats[k]
     acc[c, PA_N_OPEN] = n_open
     acc[c, PA_OPEN_PNL] = open_pnl
     acc[c, PA_EXPOSURE_BARS] = exposure_bars
