@@ -30,6 +30,8 @@ from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns
 from .panel import MarketPanel, to_panel
 from .plan import (
+    MODE_PORTFOLIO,
+    MODE_SIGNALS,
     DataSelection,
     Partition,
     RunPlan,
@@ -38,11 +40,13 @@ from .plan import (
     partition_symbols,
     symbols_per_partition,
 )
+from .portfolio_engine import check_portfolio_spec, portfolio_info
+from .portfolio_strategy import KIND_PORTFOLIO, strategy_kind
 from .ranking import rank_sorted
 from .registry import Registry, get_strategy
 from .simulate import layout as L
-from .spec import BacktestSpec, expand_grid, grid_size
-from .stages import calendar_stage, details_stage, union_calendars
+from .spec import BacktestSpec, Portfolio, expand_grid, grid_size
+from .stages import calendar_stage, details_stage, union_calendars, wanted_metrics
 from .strategy import SignalContext, Signals, Strategy
 from .worker import StageContext
 
@@ -182,6 +186,29 @@ def resolve_strategy(spec: BacktestSpec, registry: Registry) -> Strategy:
         raise SpecError("strategy", exc.message) from None
 
 
+def check_mode(spec: BacktestSpec, strategy: Any) -> BacktestSpec:
+    """The spec for its strategy's kind: a portfolio strategy gets its ``portfolio`` rules (the
+    defaults when null) and the portfolio checks; a single-asset strategy takes no ``portfolio``
+    and none of the portfolio-only metrics. SpecError naming the field otherwise."""
+    if strategy_kind(strategy) == KIND_PORTFOLIO:
+        spec = dataclasses.replace(spec, portfolio=spec.portfolio or Portfolio())
+        check_portfolio_spec(spec, strategy)
+        return spec
+    if spec.portfolio is not None:
+        raise SpecError("portfolio", f"strategy {strategy.name!r} is a single-asset strategy (one column per "
+                                     f"symbol); portfolio options need a portfolio strategy (GET /strategies, kind "
+                                     f"portfolio)")
+    only = set(M.PORTFOLIO_METRICS)
+    if spec.output.rank_by in only:
+        raise SpecError("output.rank_by", f"{spec.output.rank_by!r} is a portfolio-mode metric; strategy "
+                                          f"{strategy.name!r} is a single-asset strategy")
+    for i, m in enumerate(spec.output.metrics or ()):
+        if m in only:
+            raise SpecError(f"output.metrics[{i}]", f"{m!r} is a portfolio-mode metric; strategy "
+                                                    f"{strategy.name!r} is a single-asset strategy")
+    return spec
+
+
 def _bool_signal(xp: Any, arr: Any, shape: tuple[int, int], name: str, strategy: str) -> Any:
     if arr is None:
         return xp.zeros(shape, dtype=bool)
@@ -232,10 +259,12 @@ class Engine:
         the returned loader."""
         spec = BacktestSpec.from_dict(spec)
         strategy = resolve_strategy(spec, self.registry)
+        spec = check_mode(spec, strategy)
+        portfolio = spec.portfolio is not None
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
         loader: BarsLoader | None = None
         if spec.symbols is not None:  # the limit before any data is fetched or read
-            self._check_columns(len(dict.fromkeys(spec.symbols)) * grid_size(grid))
+            self._check_columns((1 if portfolio else len(dict.fromkeys(spec.symbols))) * grid_size(grid))
         if data is None:
             selection, bars_hint = self.data_service.selection_for(spec)
         else:
@@ -252,13 +281,18 @@ class Engine:
             loader = PanelLoader(panel, lo, hi)
             bars_hint = panel.n_bars
         k = grid_size(grid)
-        self._check_columns(len(selection.symbols) * k)
+        self._check_columns((1 if portfolio else len(selection.symbols)) * k)
         if selection.benchmark != spec.metrics.benchmark:  # the source's spelling of the benchmark symbol
             spec = dataclasses.replace(spec, metrics=dataclasses.replace(spec.metrics, benchmark=selection.benchmark))
-        per = symbols_per_partition(k, bars_hint, self.settings.partition_cells)
+        if portfolio:  # blocks of combinations, each a portfolio over every symbol
+            per = symbols_per_partition(len(selection.symbols), bars_hint, self.settings.partition_cells)
+            partitions = partition_symbols(k, per)
+        else:
+            per = symbols_per_partition(k, bars_hint, self.settings.partition_cells)
+            partitions = partition_symbols(len(selection.symbols), per)
         plan = RunPlan(strategy=self.strategy_ref(strategy.name), spec=spec.to_dict(),
                        grid={name: v.tolist() for name, v in grid.items()}, data=selection,
-                       partitions=partition_symbols(len(selection.symbols), per))
+                       partitions=partitions, mode=MODE_PORTFOLIO if portfolio else MODE_SIGNALS)
         return dataclasses.replace(plan, hash=content_hash(plan)), loader
 
     def _check_columns(self, n_cols: int) -> None:
@@ -290,7 +324,7 @@ class Engine:
         top_k = 1 if single else spec.output.top_k
         n_top = max(top_k, SUMMARY_ROWS)
         ex = executor.execute(plan, n_top, top_k, artifact, progress, cancel)
-        wanted = list(spec.output.metrics or M.METRICS)
+        wanted = wanted_metrics(spec)
         rank_by = spec.output.rank_by
         if ex.table is not None:
             table = rank_sorted(ex.table, rank_by)
@@ -300,6 +334,7 @@ class Engine:
         table.insert(0, "rank", np.arange(1, len(table) + 1))
         backends = sorted({str(r["backend"]) for r in ex.ran_on if r["stage"] == "partition"})
         info = {
+            "mode": plan.mode,
             "strategy": plan.strategy.name,
             "strategy_source": {"plugin": plan.strategy.plugin, "distribution": plan.strategy.distribution,
                                 "version": plan.strategy.version},
@@ -323,6 +358,8 @@ class Engine:
         without = (loader.symbols_without_data(plan.data.symbols) if isinstance(loader, PanelLoader)
                    else self.data_service.symbols_without_data(plan.data))
         info["data"] = data_info(plan.data, ex.calendar, without)
+        if plan.mode == MODE_PORTFOLIO:
+            info["portfolio"] = portfolio_info(spec, resolve_strategy(spec, self.registry), ex.notes)
         if progress:
             progress(1.0, "done")
         return BacktestResult(spec, table, ex.details, info, list(plan.grid), wanted, artifact=artifact)
@@ -352,6 +389,9 @@ class Engine:
         k = plan.n_combinations
         s, combo = divmod(int(column), k)
         batch = [c % k for c in top_columns if c // k == s and 0 <= c < n]  # as `executors._winners` groups them
+        if plan.mode == MODE_PORTFOLIO:  # a column is a combination; the winners run as one batch
+            s, combo = 0, int(column)
+            batch = [int(c) for c in top_columns if 0 <= c < n]
         if combo not in batch:
             batch = [combo]
         found, _ = details_stage(plan.task(Partition(-1, s, s + 1)), calendar, batch, self.stage_context(), loader)

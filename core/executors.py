@@ -32,7 +32,7 @@ import pandas as pd
 
 from .errors import GpuBacktestError, SpecError
 from .loaders import BarsLoader, Calendar
-from .plan import Partition, RunPlan
+from .plan import MODE_PORTFOLIO, Partition, RunPlan
 from .stages import (
     PartitionOutput,
     calendar_stage,
@@ -81,6 +81,7 @@ class Execution:
     table: pd.DataFrame | None = None  # all rows (any order), when no artifact location was given
     pieces: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # portfolio mode: series ended or stopped early
 
 
 class Executor(Protocol):
@@ -102,9 +103,13 @@ def _calendar_of(periods_per_year: float | None, ns: np.ndarray) -> Calendar:
 
 
 def _winners(plan: RunPlan, top: pd.DataFrame, top_k: int) -> dict[int, list[int]]:
-    """Global symbol index → combination indices of the top-k columns (in rank order)."""
+    """Global symbol index → combination indices of the top-k columns (in rank order); in
+    portfolio mode one group (key 0) of every winning combination (a column is a combination)."""
     k = plan.n_combinations
     out: dict[int, list[int]] = {}
+    if plan.mode == MODE_PORTFOLIO:
+        winners = [int(c) for c in top["column"].head(top_k)] if len(top) else []
+        return {0: winners} if winners else {}
     for col in top["column"].head(top_k).astype(int) if len(top) else []:
         out.setdefault(col // k, []).append(col % k)
     return out
@@ -162,13 +167,14 @@ class LocalExecutor:
         return Execution(cal, top, _order_details(top, top_k, found), sum(o.n_rows for o in outs),
                          sum(o.chunks for o in outs), summarize_ran_on(ran_on), table,
                          [o.index for o in outs],
-                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2})
+                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2},
+                         outs[0].notes if outs else {})
 
 
 def _out_summary(*outs: PartitionOutput) -> list[dict[str, Any]]:
     """Per-partition bookkeeping without rows (what the server fetches)."""
     return [{"index": o.index, "n_rows": o.n_rows, "chunks": o.chunks, "ran_on": o.ran_on,
-             "seconds": o.seconds} for o in outs]
+             "seconds": o.seconds, "notes": o.notes} for o in outs]
 
 
 def _top_of(rank_by: str, n: int, *parts: Any) -> pd.DataFrame:
@@ -296,7 +302,7 @@ class DaskExecutor:
         outs = [self._submit(partition_stage, t, cal_d, artifact, n_top, self.context_factory, loader,
                              event_name) for t in tasks]
         done_rows = [0]
-        per_task = {f.key: t.partition.n_symbols * plan.n_combinations for f, t in zip(outs, tasks, strict=True)}
+        per_task = {f.key: plan.partition_columns(t.partition) for f, t in zip(outs, tasks, strict=True)}
 
         def tick(f: Any) -> None:
             done_rows[0] += per_task.get(f.key, 0)
@@ -328,4 +334,5 @@ class DaskExecutor:
         return Execution(cal, top, _order_details(top, top_k, found), sum(s["n_rows"] for s in summary),
                          sum(s["chunks"] for s in summary), summarize_ran_on(ran_on), table,
                          [s["index"] for s in summary],
-                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2})
+                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2},
+                         summary[0]["notes"] if summary else {})

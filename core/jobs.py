@@ -44,13 +44,14 @@ from typing import Any
 from . import artifacts
 from .callbacks import CallbackSender, sign  # noqa: F401 - sign: re-exported (X-Signature of callbacks)
 from .config import Settings
-from .engine import SUMMARY_ROWS, Cancelled, Engine, resolve_strategy
+from .engine import SUMMARY_ROWS, Cancelled, Engine, check_mode, resolve_strategy
 from .errors import GpuBacktestError, SpecError
 from .executors import Executor
 from .joblog import with_job_log
 from .jobstatus import CANCELLED, FAILED, SUCCEEDED
 from .jobstore import DELETE_BATCH
 from .memory import release_memory
+from .portfolio_strategy import KIND_PORTFOLIO, strategy_kind
 from .spec import BacktestSpec, expand_grid, grid_size
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class JobManager:
         spec = BacktestSpec.from_dict(doc)
         self.callbacks.check_url(spec.callback_url)
         strategy = resolve_strategy(spec, self.engine.registry)
+        check_mode(spec, strategy)  # portfolio options and metrics fit the strategy's kind
         n_symbols = self._universe_size(spec)
         if n_symbols > self.settings.max_symbols:
             raise SpecError("symbols", f"{n_symbols} symbols exceed the limit {self.settings.max_symbols} "
@@ -182,7 +184,7 @@ class JobManager:
         # expand_grid refuses a grid over GPU_BACKTEST_MAX_GRID by arithmetic before building it,
         # so what it builds is bounded; the real size (duplicates and the constraint removed) counts
         k = grid_size(expand_grid(strategy, spec.params, self.settings.max_grid))
-        n_columns = n_symbols * k
+        n_columns = k if strategy_kind(strategy) == KIND_PORTFOLIO else n_symbols * k  # portfolio: one per combo
         if n_columns > self.settings.max_columns:
             raise SpecError("params" if k > 1 else "symbols",
                             f"{n_columns} columns ({n_symbols} symbols × {k} combinations) exceed the limit "

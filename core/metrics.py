@@ -59,7 +59,9 @@ from .simulate.layout import (
 )
 
 __all__ = [
+    "ALL_METRICS",
     "METRICS",
+    "PORTFOLIO_METRICS",
     "SERIES_METRICS",
     "metric_direction",
     "metrics_from_accumulators",
@@ -138,6 +140,23 @@ _DIRECTION: dict[str, int] = {
 }
 assert tuple(_DIRECTION) == METRICS
 
+#: Portfolio mode's own metrics (docs/metrics.md, "Portfolio metrics"), after `METRICS` in its tables.
+PORTFOLIO_METRICS: tuple[str, ...] = (
+    "turnover",
+    "avg_holdings",
+    "avg_gross_exposure",
+    "avg_net_exposure",
+    "total_costs",
+)
+_DIRECTION.update({
+    "turnover": -1,  # convention: less trading for the same result
+    "avg_holdings": 1,  # convention: more diversified
+    "avg_gross_exposure": -1,  # convention: less capital at risk
+    "avg_net_exposure": -1,
+    "total_costs": -1,
+})
+ALL_METRICS: tuple[str, ...] = METRICS + PORTFOLIO_METRICS
+
 
 def metric_direction(name: str) -> int:
     """Return +1 if a bigger value of metric ``name`` is better, -1 if a smaller one is.
@@ -147,7 +166,7 @@ def metric_direction(name: str) -> int:
     try:
         return _DIRECTION[name]
     except KeyError:
-        raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(ALL_METRICS)}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -382,32 +401,12 @@ def metrics_from_accumulators(
     return _ordered(parts, SERIES_METRICS)
 
 
-def metrics_from_records(
-    equity: Array,
-    trades: Array,
-    n_trades: Array,
-    init_cash: Any,
-    periods_per_year: float,
-    risk_free: float = 0.0,
-    xp: ModuleType = np,
-) -> dict[str, Array]:
-    """Record mode: every metric except `SERIES_METRICS` from equity curves and trade records.
-
-    ``equity`` is (T, C); ``trades`` is (C, M, N_TFIELDS) and ``n_trades`` (C,) counts its
-    valid rows per column (rows past it are ignored, whatever they hold); the last valid row may
-    be an open trade (exit reason ``R_OPEN``). Trade lists must not have been truncated by the
-    kernel (M >= T + 1 always suffices). ``init_cash`` is a scalar or (C,).
-    Returns ``{name: (C,) float64}`` in `METRICS` order.
-    """
-    equity = xp.asarray(equity, dtype=xp.float64)
-    if equity.ndim != 2:
-        raise ValueError(f"equity must be (T, C), got shape {equity.shape}")
+def _equity_return_metrics(equity: Array, init: Array, periods_per_year: float, risk_free: float,
+                           xp: ModuleType) -> tuple[dict[str, Array], Array]:
+    """The return metrics of (T, C) equity curves (record mode and portfolio mode), and the final equity."""
     n_t, n_cols = equity.shape
-    init = _col(init_cash, n_cols, xp)
     rf = float(risk_free)
     n = xp.full((n_cols,), float(n_t))
-
-    # ---- return statistics ----
     if n_t > 0:
         r = returns_from_equity(equity, init, xp)
         mean = r.sum(axis=0) / n_t
@@ -434,6 +433,33 @@ def metrics_from_records(
         n, mean, m2, down_sq, omega_pos, omega_neg, final_equity, max_dd, max_dd_bars,
         init, periods_per_year, rf, xp,
     )
+    return parts, final_equity
+
+
+def metrics_from_records(
+    equity: Array,
+    trades: Array,
+    n_trades: Array,
+    init_cash: Any,
+    periods_per_year: float,
+    risk_free: float = 0.0,
+    xp: ModuleType = np,
+) -> dict[str, Array]:
+    """Record mode: every metric except `SERIES_METRICS` from equity curves and trade records.
+
+    ``equity`` is (T, C); ``trades`` is (C, M, N_TFIELDS) and ``n_trades`` (C,) counts its
+    valid rows per column (rows past it are ignored, whatever they hold); the last valid row may
+    be an open trade (exit reason ``R_OPEN``). Trade lists must not have been truncated by the
+    kernel (M >= T + 1 always suffices). ``init_cash`` is a scalar or (C,).
+    Returns ``{name: (C,) float64}`` in `METRICS` order.
+    """
+    equity = xp.asarray(equity, dtype=xp.float64)
+    if equity.ndim != 2:
+        raise ValueError(f"equity must be (T, C), got shape {equity.shape}")
+    n_t, n_cols = equity.shape
+    init = _col(init_cash, n_cols, xp)
+    n = xp.full((n_cols,), float(n_t))
+    parts, final_equity = _equity_return_metrics(equity, init, periods_per_year, risk_free, xp)
 
     # ---- trade statistics ----
     trades = xp.asarray(trades, dtype=xp.float64)
@@ -527,4 +553,57 @@ def series_metrics(
             excess = (returns - rf) - beta[None, :] * (bench - rf)
             out["alpha"] = (excess.mean(axis=0) + 1.0) ** periods_per_year - 1.0
             out["beta"] = beta
+    return out
+
+
+def portfolio_metrics(
+    equity: Array,
+    acc: Array,
+    init_cash: Any,
+    periods_per_year: float,
+    risk_free: float = 0.0,
+    xp: ModuleType = np,
+) -> dict[str, Array]:
+    """Portfolio mode: `METRICS` (except `SERIES_METRICS`) and `PORTFOLIO_METRICS` per column.
+
+    ``equity`` is the kernel's (T, C) equity curves, ``acc`` its (C, N_PACC) accumulators
+    (core/simulate/portfolio_layout.py): the return metrics come from the equity curves as in
+    record mode, the trade statistics from the position-trade sums (docs/metrics.md,
+    "Portfolio metrics"). Returns ``{name: (C,) float64}``.
+    """
+    from .simulate import portfolio_layout as P
+
+    equity = xp.asarray(equity, dtype=xp.float64)
+    acc = xp.asarray(acc, dtype=xp.float64)
+    n_t, n_cols = equity.shape
+    init = _col(init_cash, n_cols, xp)
+    parts, final_equity = _equity_return_metrics(equity, init, periods_per_year, risk_free, xp)
+    n = xp.full((n_cols,), float(n_t))
+    parts.update(
+        _trade_metrics(
+            acc[:, P.PA_N_CLOSED],
+            acc[:, P.PA_N_WINS],
+            acc[:, P.PA_N_LOSSES],
+            acc[:, P.PA_GROSS_PROFIT],
+            acc[:, P.PA_GROSS_LOSS],
+            acc[:, P.PA_PNL_MEAN],
+            acc[:, P.PA_PNL_M2],
+            acc[:, P.PA_BEST_RET],
+            acc[:, P.PA_WORST_RET],
+            acc[:, P.PA_HOLD_BARS],
+            acc[:, P.PA_EXPOSURE_BARS],
+            n,
+            acc[:, P.PA_N_OPEN],
+            acc[:, P.PA_OPEN_PNL],
+            final_equity,
+            xp,
+        )
+    )
+    out = _ordered(parts, SERIES_METRICS)
+    with np.errstate(all="ignore"):
+        out["turnover"] = _div(acc[:, P.PA_TURNOVER_REL] * float(periods_per_year), n, xp)
+        out["avg_holdings"] = _div(acc[:, P.PA_HOLDINGS_SUM], n, xp)
+        out["avg_gross_exposure"] = _div(acc[:, P.PA_GROSS_SUM], acc[:, P.PA_EXPO_BARS_POS], xp)
+        out["avg_net_exposure"] = _div(acc[:, P.PA_NET_SUM], acc[:, P.PA_EXPO_BARS_POS], xp)
+        out["total_costs"] = acc[:, P.PA_COSTS] + 0.0
     return out

@@ -10,7 +10,9 @@ The plan holds no secrets and nothing machine-specific: each worker picks its de
 budget, chunk sizes and storage credentials from its own environment (`core/worker.py`).
 Partitions are contiguous blocks of the symbol list; a partition task gets a slim
 `PartitionTask` (its own symbols only), so what a task carries through the scheduler does not
-grow with the universe.
+grow with the universe. In portfolio mode (``mode == "portfolio"``: one column is one
+combination's portfolio over the whole universe) partitions are contiguous blocks of the
+*combinations* instead, and every task carries all the symbols.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 
 PLAN_VERSION = 1
 STORE_LAYOUT = "symbol-files/v1"  # <root>/<source>/<frequency>/symbol=<SYMBOL>/<file> (DataSelection.files)
+MODE_SIGNALS = "signals"  # one column per (symbol, combination); partitions split symbols
+MODE_PORTFOLIO = "portfolio"  # one column per combination (a portfolio); partitions split combinations
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class DataSelection:
     # versioned files named in the catalog): one per symbol in ``symbols`` order, then one for the
     # benchmark when there is one; "" or no entry: bars.parquet (a series stored before versions)
     files: tuple[tuple[str, str], ...] = ()
+    # (symbol, UTC ns) of each series the source marks as ended (a delisting: Tiingo's end date, an
+    # upload's flag), at its last bar; portfolio mode closes positions there (exit reason "delisted")
+    ended: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class RunPlan:
     partitions: tuple[Partition, ...]
     version: int = PLAN_VERSION
     hash: str = ""
+    mode: str = MODE_SIGNALS  # "portfolio": partitions are blocks of combinations
 
     @property
     def n_combinations(self) -> int:
@@ -90,7 +98,13 @@ class RunPlan:
 
     @property
     def n_columns(self) -> int:
+        if self.mode == MODE_PORTFOLIO:
+            return self.n_combinations
         return self.n_symbols * self.n_combinations
+
+    def partition_columns(self, p: Partition) -> int:
+        """How many result rows partition ``p`` produces."""
+        return p.n_symbols if self.mode == MODE_PORTFOLIO else p.n_symbols * self.n_combinations
 
     def grid_arrays(self) -> dict[str, np.ndarray]:
         """The grid as numpy arrays (the form strategies take)."""
@@ -108,12 +122,17 @@ class RunPlan:
         data = dict(doc["data"])
         data["symbols"] = tuple(data["symbols"])
         data["files"] = tuple((str(s), str(f)) for s, f in data.get("files", ()))
+        data["ended"] = tuple((str(s), int(ns)) for s, ns in data.get("ended", ()))
         return cls(strategy=StrategyRef(**doc["strategy"]), spec=doc["spec"], grid=doc["grid"],
                    data=DataSelection(**data), partitions=tuple(Partition(**p) for p in doc["partitions"]),
-                   version=doc["version"], hash=doc.get("hash", ""))
+                   version=doc["version"], hash=doc.get("hash", ""), mode=doc.get("mode", MODE_SIGNALS))
 
     def task(self, p: Partition) -> PartitionTask:
-        """The slim task of partition ``p``: this plan without the other partitions' symbols."""
+        """The slim task of partition ``p``: this plan without the other partitions' symbols
+        (portfolio mode: every symbol; ``p`` is a block of combinations)."""
+        if self.mode == MODE_PORTFOLIO:
+            return PartitionTask(self.hash, self.strategy, self.spec, self.grid, replace(self.data, symbols=()),
+                                 p, self.data.symbols, self.mode)
         files = self.data.files
         if files:  # this partition's symbols' files, and the benchmark's
             files = files[p.start:p.stop] + files[len(self.data.symbols):]
@@ -133,6 +152,7 @@ class PartitionTask:
     data: DataSelection
     partition: Partition
     symbols: tuple[str, ...] = field(default_factory=tuple)
+    mode: str = MODE_SIGNALS
 
     @property
     def n_combinations(self) -> int:
@@ -143,6 +163,11 @@ def content_hash(plan: RunPlan) -> str:
     """sha256 of the plan's canonical JSON (the hash field itself excluded)."""
     doc = plan.to_dict()
     doc.pop("hash", None)
+    # fields added later hash as before while they hold their defaults (a plan keeps its hash)
+    if doc.get("mode") == MODE_SIGNALS:
+        doc.pop("mode")
+    if not doc["data"].get("ended"):
+        doc["data"].pop("ended", None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 

@@ -7,8 +7,8 @@ and volatilities are ``(T, S)`` (bars × symbols); scores and weights are ``(T, 
 one column per parameter combination. The weights feed `core.simulate.portfolio`, one
 column per combination, with the schedule of `rebalance_flags`.
 
-This stage is **long only**: selections pick names to hold long (`bottom_n` holds the
-lowest scores long); short and long-short books are not implemented.
+Selections pick names to hold long (`bottom_n` holds the lowest scores long), except
+`long_short`, which holds the top ``n`` long and the bottom ``n`` short (negative weights).
 
 The built-in portfolio strategies' scores are here too (`xs_momentum`, `low_volatility`,
 `short_term_reversal`, `equal_weight`, `inverse_volatility`); each takes a ``(T, S)`` close
@@ -29,7 +29,7 @@ Array = Any  # numpy.ndarray or cupy.ndarray
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 CALENDAR_RULES = ("1d", "1w", "1m", "1q")
-SELECTIONS = ("top_n", "bottom_n", "quantile")
+SELECTIONS = ("top_n", "bottom_n", "quantile", "all", "long_short")
 WEIGHTINGS = ("equal", "score", "inverse_volatility")
 QUANTILE_TOL = 1e-9  # ceil(q × n − tol): 0.55 × 100 selects 55, not 56
 
@@ -118,14 +118,17 @@ def select(
     """Boolean ``(T, S, K)``: which names each combination holds on each bar.
 
     ``top_n`` / ``bottom_n``: the ``n`` eligible names with the highest / lowest score;
-    ``quantile``: the top ``ceil(quantile × n_eligible)`` names (``0 < quantile <= 1``). A
-    non-finite score is not eligible. Ties go to the lower symbol index. ``n`` and
-    ``quantile`` are a scalar or one value per combination.
+    ``quantile``: the top ``ceil(quantile × n_eligible)`` names (``0 < quantile <= 1``);
+    ``all``: every eligible name. A non-finite score is not eligible. Ties go to the lower
+    symbol index. ``n`` and ``quantile`` are a scalar or one value per combination.
+    (``long_short`` has two sides: see `select_long_short`.)
     """
     scores = xp.asarray(scores, dtype=xp.float64)
     if scores.ndim != 3:
         raise ValueError(f"scores must be (T, S, K), got shape {tuple(scores.shape)}")
     n_combos = scores.shape[2]
+    if rule == "all":
+        return xp.isfinite(scores)
     if rule in ("top_n", "bottom_n"):
         if n is None:
             raise ValueError(f"selection {rule!r} needs n")
@@ -145,6 +148,24 @@ def select(
         k = xp.ceil(q * n_eligible - QUANTILE_TOL)
         return eligible & (ranks < k)
     raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {rule!r}")
+
+
+def select_long_short(xp: Any, scores: Array, n: int | Sequence[int]) -> tuple[Array, Array]:
+    """``(long, short)`` boolean ``(T, S, K)``: the ``n`` highest eligible scores long, the ``n``
+    lowest short. With fewer than ``2 n`` eligible names the sides split them: the upper half
+    (rounded down) long, the lower half short, the middle name (odd count) in neither."""
+    scores = xp.asarray(scores, dtype=xp.float64)
+    if scores.ndim != 3:
+        raise ValueError(f"scores must be (T, S, K), got shape {tuple(scores.shape)}")
+    nn = _per_combo(xp, n, scores.shape[2], np.int64)
+    if bool((nn < 1).any()):
+        raise ValueError(f"selection 'long_short' needs n >= 1, got {n}")
+    ranks, eligible = _ranks(xp, scores, descending=True)
+    n_eligible = eligible.sum(axis=1, keepdims=True)
+    per_side = xp.minimum(nn, n_eligible // 2)
+    long = eligible & (ranks < per_side)
+    short = eligible & (ranks >= n_eligible - per_side)
+    return long, short
 
 
 # --------------------------------------------------------------------------- weighting
@@ -230,17 +251,35 @@ def target_weights(
     max_weight: float | None = None,
     gross_leverage: float = 1.0,
     cash_buffer: float = 0.0,
+    net_exposure: float = 0.0,
 ) -> Array:
     """Scores ``(T, S, K)`` → target weights ``(T, S, K)`` (never NaN; 0 for names not held).
 
-    In order: `select`, `weigh` (sum 1), × ``gross_leverage``, `cap_weights` at
-    ``max_weight`` (if given), × ``(1 − cash_buffer)``.
+    Long books, in order: `select`, `weigh` (sum 1), × ``gross_leverage``, `cap_weights` at
+    ``max_weight`` (if given), × ``(1 − cash_buffer)``. ``long_short``: `select_long_short`;
+    each side weighed to sum 1 (the short side's ``score`` weighting uses ``−score``), the
+    long side × ``L (1 + net_exposure) / 2``, the short side × ``−L (1 − net_exposure) / 2``
+    (``L = gross_leverage``, ``net_exposure`` in [−1, 1] a fraction of ``L``), each side capped
+    at ``max_weight`` in absolute value, then × ``(1 − cash_buffer)``; ``net_exposure`` is
+    used by ``long_short`` only.
     """
     if not (math.isfinite(gross_leverage) and gross_leverage > 0.0):
         raise ValueError(f"gross_leverage must be > 0, got {gross_leverage}")
     if not (math.isfinite(cash_buffer) and 0.0 <= cash_buffer < 1.0):
         raise ValueError(f"cash_buffer must be in [0, 1), got {cash_buffer}")
     scores = xp.asarray(scores, dtype=xp.float64)
+    if selection == "long_short":
+        if not (math.isfinite(net_exposure) and abs(net_exposure) <= 1.0):
+            raise ValueError(f"net_exposure must be in [-1, 1], got {net_exposure}")
+        if n is None:
+            raise ValueError("selection 'long_short' needs n")
+        long, short = select_long_short(xp, scores, n)
+        w_long = weigh(xp, long, scores, weighting, volatility) * (gross_leverage * (1.0 + net_exposure) / 2.0)
+        w_short = weigh(xp, short, -scores, weighting, volatility) * (gross_leverage * (1.0 - net_exposure) / 2.0)
+        if max_weight is not None:
+            w_long = cap_weights(xp, w_long, max_weight)
+            w_short = cap_weights(xp, w_short, max_weight)
+        return (w_long - w_short) * (1.0 - cash_buffer)
     chosen = select(xp, scores, selection, n=n, quantile=quantile)
     w = weigh(xp, chosen, scores, weighting, volatility) * gross_leverage
     if max_weight is not None:

@@ -89,9 +89,9 @@ def _timestamp(v: Any, path: str) -> str | None:
 
 
 def _metric_names() -> tuple[str, ...]:
-    from .metrics import METRICS
+    from .metrics import ALL_METRICS
 
-    return METRICS
+    return ALL_METRICS
 
 
 _PARAM_VALUE = {"oneOf": [
@@ -235,6 +235,78 @@ class OutputOptions:
         return object_schema(cls)
 
 
+_REBALANCE_RULES = ("1d", "1w", "1m", "1q")
+_SELECTIONS = ("top_n", "bottom_n", "quantile", "all", "long_short")
+_WEIGHTINGS = ("equal", "score", "inverse_volatility")
+MAX_GROSS_LEVERAGE = 10.0
+
+
+def _nullable_choice(value: Any, options: tuple[str, ...], where: str) -> str | None:
+    if value is None:
+        return None
+    if value not in options:
+        raise SpecError(where, f"must be one of {', '.join(options)} or null, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    """Portfolio-mode rules, for portfolio strategies only (null: these defaults; docs/semantics.md,
+    "Portfolio mode" and "Target weights"): when and how a portfolio strategy's scores become
+    target weights for one shared cash balance."""
+
+    rebalance: str | int = field(default="1m", metadata=meta(
+        Described({"oneOf": [{"type": "string", "enum": list(_REBALANCE_RULES)},
+                             {"type": "integer", "minimum": 1, "maximum": 1_000_000}]}),
+        "1d / 1w / 1m / 1q: the first bar of each day, week, month, quarter; an integer N: every N bars"))
+    select: str | None = field(default=None, metadata=meta(
+        Described({"type": "string", "enum": list(_SELECTIONS), "nullable": True}),
+        "top_n, bottom_n, quantile, all, long_short (top n long, bottom n short); null: the strategy's own"))
+    quantile: float = field(default=0.2, metadata=meta(
+        Number(0.0, 1.0, lo_open=True), "select quantile: the top fraction of eligible names held"))
+    weighting: str | None = field(default=None, metadata=meta(
+        Described({"type": "string", "enum": list(_WEIGHTINGS), "nullable": True}),
+        "equal, score (∝ score), inverse_volatility (∝ 1/σ); null: the strategy's own"))
+    volatility_lookback: int = field(default=60, metadata=meta(
+        Integer(2, 10_000), "returns in σ for inverse_volatility weighting (when the strategy gives no σ)"))
+    max_weight: float | None = field(default=None, metadata=meta(
+        Number(0.0, lo_open=True, nullable=True), "cap on one name's |weight|; the excess goes to the others"))
+    gross_leverage: float = field(default=1.0, metadata=meta(
+        Number(0.0, MAX_GROSS_LEVERAGE, lo_open=True), "sum of |weights| of a fully invested book"))
+    net_exposure: float = field(default=0.0, metadata=meta(
+        Number(-1.0, 1.0),
+        "select long_short: (longs − shorts) ÷ gross_leverage; 0 = market neutral, 1 = long only"))
+    cash_buffer: float = field(default=0.0, metadata=meta(
+        Number(0.0, 1.0, hi_open=True), "fraction of value kept in cash: weights × (1 − cash_buffer)"))
+    min_trade: float = field(default=0.0, metadata=meta(
+        Number(0.0), "orders worth less than this (currency) are skipped"))
+
+    @classmethod
+    def from_dict(cls, doc: Any, path: str = "portfolio") -> Portfolio:
+        d = _obj(doc, path)
+        _no_extra(d, field_names(cls), path)
+        rebalance = d.get("rebalance", "1m")
+        if isinstance(rebalance, bool) or not (
+                rebalance in _REBALANCE_RULES
+                or (isinstance(rebalance, int) and 1 <= rebalance <= 1_000_000)):
+            raise SpecError(f"{path}.rebalance", f"must be one of {', '.join(_REBALANCE_RULES)} or an integer "
+                                                 f"number of bars from 1 to 1000000, got {rebalance!r}")
+        select = _nullable_choice(d.get("select"), _SELECTIONS, f"{path}.select")
+        weighting = _nullable_choice(d.get("weighting"), _WEIGHTINGS, f"{path}.weighting")
+        quantile = take(cls, d, "quantile", path)
+        gross = take(cls, d, "gross_leverage", path)
+        net = take(cls, d, "net_exposure", path)
+        return cls(rebalance=rebalance, select=select, quantile=quantile, weighting=weighting,
+                   volatility_lookback=take(cls, d, "volatility_lookback", path),
+                   max_weight=take(cls, d, "max_weight", path), gross_leverage=gross, net_exposure=net,
+                   cash_buffer=take(cls, d, "cash_buffer", path), min_trade=take(cls, d, "min_trade", path))
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the ``portfolio`` object (from the fields' rules)."""
+        return object_schema(cls)
+
+
 @dataclass(frozen=True)
 class BacktestSpec:
     """A validated backtest request. Build with `from_dict`; `to_dict` gives the JSON form."""
@@ -243,7 +315,7 @@ class BacktestSpec:
         Text("is required: the name of a strategy (see GET /strategies)", nonempty=True),
         "a strategy name (GET /strategies)"))
     params: dict[str, Any] = field(default_factory=dict, metadata=meta(
-        Described({"type": "object", "additionalProperties": _PARAM_VALUE}),
+        Described({"type": "object", "additionalProperties": _PARAM_VALUE, "nullable": True}),
         "per parameter: a value, a list, or a range {start, stop, step} (stop included); "
         "omitted parameters take their defaults"))
     symbols: tuple[str, ...] | None = field(default=None, metadata=meta(
@@ -263,6 +335,7 @@ class BacktestSpec:
     execution: Execution = field(default_factory=Execution, metadata=meta(Nested(Execution)))
     metrics: MetricsOptions = field(default_factory=MetricsOptions, metadata=meta(Nested(MetricsOptions)))
     output: OutputOptions = field(default_factory=OutputOptions, metadata=meta(Nested(OutputOptions)))
+    portfolio: Portfolio | None = field(default=None, metadata=meta(Nested(Portfolio)))
     callback_url: str | None = field(default=None, metadata=meta(
         Text("must be an http(s) URL", nullable=True, prefixes=("http://", "https://"), extra={"format": "uri"}),
         "POSTed {job_id, status, error, links} when the job ends: public addresses only, no "
@@ -316,6 +389,7 @@ class BacktestSpec:
             execution=Execution.from_dict(d.get("execution")),
             metrics=MetricsOptions.from_dict(d.get("metrics")),
             output=OutputOptions.from_dict(d.get("output")),
+            portfolio=Portfolio.from_dict(d["portfolio"]) if d.get("portfolio") is not None else None,
             callback_url=callback,
         )
 

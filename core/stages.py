@@ -7,6 +7,10 @@
 3. `merge_candidates`: the global top-n from partitions' candidates (a tree reduction).
 4. `details_stage`: the winners of one symbol re-simulated in record mode (equity, trades).
 
+In portfolio mode (``task.mode == "portfolio"``) a partition is a block of combinations over
+every symbol: `partition_stage` runs `portfolio_engine.portfolio_sweep` and writes one row per
+combination; `details_stage` re-simulates the winning combinations (one task for all of them).
+
 Every stage takes a `StageContext` (or a zero-argument factory of one: on a cluster, the
 worker process's own, `cluster/worker.py`) and an optional loader (default: read the plan's
 store root), so the same code runs in-process and on any worker.
@@ -25,7 +29,7 @@ import pandas as pd
 from . import artifacts
 from . import metrics as M
 from .loaders import BarsLoader, Calendar, StoreLoader, align, benchmark_returns, calendar_of
-from .plan import PartitionTask
+from .plan import MODE_PORTFOLIO, PartitionTask
 from .ranking import merge_top, top_n
 from .worker import StageContext
 
@@ -42,6 +46,7 @@ class PartitionOutput:
     seconds: dict[str, float] = field(default_factory=dict)
     table: pd.DataFrame | None = None  # the rows, when no artifact location was given
     piece: str | None = None  # where the rows were written
+    notes: dict[str, Any] = field(default_factory=dict)  # portfolio mode: series ended or stopped early
 
 
 def _loader(task: PartitionTask, loader: BarsLoader | None) -> BarsLoader:
@@ -70,8 +75,10 @@ def union_calendars(*parts: np.ndarray) -> np.ndarray:
 
 
 def wanted_metrics(spec: Any) -> list[str]:
-    """The metrics a spec asks for (all by default)."""
-    return list(spec.output.metrics or M.METRICS)
+    """The metrics a spec asks for (all of its mode's by default)."""
+    if spec.output.metrics:
+        return list(spec.output.metrics)
+    return list(M.ALL_METRICS if spec.portfolio is not None else M.METRICS)
 
 
 ContextArg = StageContext | Callable[[], StageContext]
@@ -100,10 +107,22 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     need_series = any(m in M.SERIES_METRICS for m in wanted)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)
-    values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, need_series,
-                                    bench, cancel=cancel)
-    t2 = time.perf_counter()
-    table = column_table(symbols, task.partition.start, grid, values, wanted)
+    notes: dict[str, Any] = {}
+    if task.mode == MODE_PORTFOLIO:
+        from .portfolio_engine import portfolio_sweep
+
+        p = task.partition
+        block = {k: v[p.start:p.stop] for k, v in grid.items()}
+        ended, notes = series_ends(task, panel)
+        values, n_chunks = portfolio_sweep(engine, spec, strategy, block, panel, calendar.periods_per_year,
+                                           bench, ended, cancel=cancel)
+        t2 = time.perf_counter()
+        table = portfolio_table(p.start, p.stop, block, values, wanted)
+    else:
+        values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, need_series,
+                                        bench, cancel=cancel)
+        t2 = time.perf_counter()
+        table = column_table(symbols, task.partition.start, grid, values, wanted)
     top = top_n(table, spec.output.rank_by, n_top)
     piece = None
     if artifact is not None:
@@ -112,7 +131,44 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     return PartitionOutput(
         index=task.partition.index, n_rows=len(table), top=top, chunks=n_chunks, ran_on=ctx.describe(),
         seconds={"load": t1 - t0, "compute": t2 - t1, "write": t3 - t2},
-        table=None if artifact is not None else table, piece=piece)
+        table=None if artifact is not None else table, piece=piece, notes=notes)
+
+
+def series_ends(task: PartitionTask, panel: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Portfolio mode: per symbol, the bar at which its source marks the series as ended (−1:
+    not marked), and the notes a result shows: ``delisted`` (marked ended within the run) and
+    ``stopped_early`` (data that stops before the run's last bar without a mark: held and
+    marked at its last price, docs/semantics.md)."""
+    marks = dict(task.data.ended)
+    ns = panel.index.as_unit("ns").asi8
+    ended = np.full(panel.n_symbols, -1, dtype=np.int64)
+    has_close = ~np.isnan(panel.close)
+    last_bar = np.where(has_close.any(axis=0), panel.n_bars - 1 - np.argmax(has_close[::-1], axis=0), -1)
+    delisted, stopped = [], []
+    for s, sym in enumerate(panel.symbols):
+        mark = marks.get(sym)
+        if mark is not None:
+            bar = int(np.searchsorted(ns, mark, side="right")) - 1
+            if bar >= 0:
+                ended[s] = bar
+                delisted.append({"symbol": sym, "last_bar": panel.index[bar].isoformat()})
+                continue
+        if 0 <= last_bar[s] < panel.n_bars - 1:
+            stopped.append({"symbol": sym, "last_bar": panel.index[int(last_bar[s])].isoformat()})
+    return ended, {"delisted": delisted, "stopped_early": stopped}
+
+
+def portfolio_table(start: int, stop: int, grid: dict[str, np.ndarray], values: dict[str, np.ndarray],
+                    wanted: list[str]) -> pd.DataFrame:
+    """One row per combination ``start..stop-1`` of a portfolio run (symbol: null, the whole universe)."""
+    n = stop - start
+    cols: dict[str, Any] = {"column": np.arange(start, stop, dtype=np.int64),
+                            "symbol": np.full(n, None, dtype=object)}
+    for name, v in grid.items():
+        cols[name] = v
+    for m in wanted:
+        cols[m] = values.get(m, np.full(n, np.nan))
+    return pd.DataFrame(cols)
 
 
 def cluster_cancel_flag(name: str) -> Any:
@@ -162,6 +218,12 @@ def details_stage(task: PartitionTask, calendar: Calendar, combos: list[int], ct
     panel, bench = _bars(task, calendar, loader)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)
+    if task.mode == MODE_PORTFOLIO:
+        from .portfolio_engine import portfolio_details
+
+        ended, _ = series_ends(task, panel)
+        return portfolio_details(engine, spec, strategy, grid, panel, combos, calendar.periods_per_year, bench,
+                                 ended, wanted_metrics(spec)), ctx.describe()
     details = engine.details(spec, strategy, grid, panel, 0, combos, calendar.periods_per_year, bench,
                              wanted_metrics(spec), sym_offset=task.partition.start)
     return details, ctx.describe()

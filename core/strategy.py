@@ -199,6 +199,7 @@ class Strategy:
     constraint_text: str | None = None
     shorts: bool = True  # whether signals() returns short entries/exits
     tags: tuple[str, ...] = field(default_factory=tuple)
+    kind: str = "signals"  # a single-asset strategy (core/portfolio_strategy.py: "portfolio")
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -210,10 +211,13 @@ class Strategy:
         """JSON-able description of the strategy."""
         return {
             "name": self.name,
+            "kind": self.kind,
             "description": self.description,
             "params": [p.schema() for p in self.params],
             "constraint": self.constraint_text,
             "shorts": self.shorts,
+            "select": None,  # portfolio strategies only
+            "weighting": None,
         }
 
 

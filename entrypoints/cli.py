@@ -50,18 +50,25 @@ def _fmt(v: Any) -> str:
 def print_table(result: Any, limit: int, out: Any = sys.stdout) -> None:
     """A plain-text table of the top ``limit`` rows."""
     rows = result.rows(limit)
-    shown = [m for m in ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "num_trades", "win_rate")
-             if m in result.metric_names] or result.metric_names[:6]
-    header = ["rank", "symbol", *result.param_names, *shown]
+    info = result.info
+    portfolio = info.get("mode") == "portfolio"
+    preferred = (("total_return", "cagr", "sharpe", "max_drawdown", "turnover", "avg_holdings", "total_costs")
+                 if portfolio else
+                 ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "num_trades", "win_rate"))
+    shown = [m for m in preferred if m in result.metric_names] or result.metric_names[:6]
+    header = ["rank", "column" if portfolio else "symbol", *result.param_names, *shown]
     lines = [header]
     for r in rows:
-        lines.append([str(r["rank"]), r["symbol"], *(_fmt(r["params"][p]) for p in result.param_names),
+        first = str(r["column"]) if portfolio else r["symbol"]
+        lines.append([str(r["rank"]), first, *(_fmt(r["params"][p]) for p in result.param_names),
                       *(_fmt(r["metrics"].get(m)) for m in shown)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)), file=out)
-    info = result.info
-    print(f"\n{info['n_columns']} columns ({info['n_symbols']} symbols × {info['n_combinations']} combinations) "
+    what = (f"{info['n_columns']} portfolios ({info['n_combinations']} combinations, each over "
+            f"{info['n_symbols']} symbols)" if portfolio else
+            f"{info['n_columns']} columns ({info['n_symbols']} symbols × {info['n_combinations']} combinations)")
+    print(f"\n{what} "
           f"over {info['n_bars']} bars in {info['elapsed_s']:.3f} s on {info['backend']} "
           f"({info['chunks']} chunk(s)); ranked by {info['rank_by']}", file=out)
 
@@ -92,7 +99,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     for s in strats.values():
-        print(f"{s.name}: {s.description}")
+        kind = " [portfolio]" if getattr(s, "kind", "signals") == "portfolio" else ""
+        print(f"{s.name}{kind}: {s.description}")
         for p in s.params:
             bounds = ""
             if p.min is not None or p.max is not None:

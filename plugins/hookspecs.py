@@ -21,7 +21,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_strategies() -> list[Any]:
-    """Return a list of `gpu_backtest.core.strategy.Strategy` objects this plugin provides."""
+    """Return a list of strategies this plugin provides: single-asset
+    `gpu_backtest.core.strategy.Strategy` objects and/or portfolio
+    `gpu_backtest.core.portfolio_strategy.PortfolioStrategy` objects."""
 
 
 @hookspec

@@ -52,6 +52,17 @@ def test_run_json_document(data) -> None:
     assert doc["details"][0]["trades"] is not None
 
 
+def test_run_portfolio_prints_one_row_per_combination(data, tmp_path) -> None:
+    spec = tmp_path / "portfolio.json"
+    spec.write_text(json.dumps({"strategy": "xs_momentum", "params": {"lookback": [20, 40], "skip": 0, "top_n": 1},
+                                "portfolio": {"rebalance": 21}}))
+    r = cli("run", str(spec), "--data", str(data["long"]))
+    assert r.returncode == 0, r.stderr
+    assert "2 portfolios (2 combinations, each over 3 symbols)" in r.stdout and "turnover" in r.stdout
+    doc = json.loads(cli("run", str(spec), "--data", str(data["long"]), "--json").stdout)
+    assert [row["symbol"] for row in doc["results"]] == [None, None] and doc["details"][0]["holdings"]
+
+
 def test_strategies_lists_builtins() -> None:
     r = cli("strategies")
     assert r.returncode == 0
@@ -66,6 +77,9 @@ def test_strategies_lists_builtins() -> None:
         ({"strategy": "nope"}, "strategy: unknown strategy 'nope'"),
         ({"strategy": "sma_crossover", "params": {"fast": -3}}, "params.fast"),
         ({"strategy": "sma_crossover", "params": {"fast": 100, "slow": 20}}, "grid is empty"),
+        ({"strategy": "xs_momentum", "portfolio": {"rebalance": "2m"}}, "portfolio.rebalance"),
+        ({"strategy": "xs_momentum", "portfolio": {"gross_leverage": 0}}, "portfolio.gross_leverage"),
+        ({"strategy": "sma_crossover", "portfolio": {}}, "portfolio: strategy 'sma_crossover' is a single-asset"),
     ],
 )
 def test_bad_spec_exit_2(data, tmp_path, spec, needle) -> None:

@@ -130,6 +130,34 @@ def test_sweep_on_external_cluster_equals_in_process(srv: Server, local_table: p
     assert_same_table(remote.table, local_table)
 
 
+PORTFOLIO_SPEC: dict[str, Any] = {
+    "strategy": "xs_momentum", "source": "upload",
+    "params": {"lookback": [63, 126, 252], "skip": [0, 21], "top_n": [10, 20]},
+    "portfolio": {"rebalance": "1m", "max_weight": 0.08}, "costs": {"fees": 0.001}, "output": {"top_k": 2},
+}
+
+
+def test_portfolio_job_partitions_by_combinations_and_equals_in_process(srv: Server, env: dict[str, str]) -> None:
+    local = run_backtest(PORTFOLIO_SPEC, settings=Settings.from_env(env), backend="cpu")
+    assert local.info["partitions"] == 2 and local.info["n_columns"] == 12  # 11 combinations per partition
+    status, doc = srv.request("POST", "/backtest", PORTFOLIO_SPEC)
+    assert status == 202, doc
+    job = srv.wait_final(doc["job_id"])
+    assert job["status"] == "succeeded", job
+    info = job["info"]
+    assert info["mode"] == "portfolio" and info["n_symbols"] == N_SYMBOLS and info["partitions"] == 2
+    assert sum(r["tasks"] for r in info["ran_on"] if r["stage"] == "partition") == 2
+    remote = _results(srv, doc["job_id"])
+    assert remote["column"].tolist() == local.table["column"].tolist()
+    pd.testing.assert_frame_equal(remote.drop(columns="symbol").reset_index(drop=True),
+                                  local.table.drop(columns="symbol").reset_index(drop=True),
+                                  check_dtype=False, rtol=1e-12, atol=0)
+    status, details = srv.request("GET", f"/backtest/{doc['job_id']}/details")
+    assert status == 200, details
+    assert [d["column"] for d in details["details"]] == [d["column"] for d in local.details]
+    assert details["details"][0]["holdings"] == local.details[0]["holdings"]
+
+
 def test_worker_killed_mid_job_tasks_rerun_and_results_equal(srv: Server, local_table: pd.DataFrame,
                                                              cluster: ExternalCluster) -> None:
     from distributed import Client

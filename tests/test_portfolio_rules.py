@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from portfolio_reference import PortfolioOptions, simulate_portfolio_reference
 
 from gpu_backtest.core import portfolio_rules as R
-from gpu_backtest.core.simulate import layout as L
 from gpu_backtest.core.simulate import portfolio_layout as P
 from gpu_backtest.core.simulate.portfolio import run_portfolio_cpu
 
@@ -335,16 +334,17 @@ def test_momentum_weights_through_kernel_equal_reference():
     ts = (np.datetime64("2024-01-01", "ns") + np.arange(n_bars) * np.timedelta64(1, "D")).astype(np.int64)
     scores = R.xs_momentum(np, close, [5, 10, 5], [0, 1, 2])
     weights = R.target_weights(np, scores, "top_n", n=[2, 3, 2], max_weight=0.45, cash_buffer=0.02)
-    flags = R.rebalance_flags(ts, "1w", n_bars)
-    rebalance = np.repeat(flags[:, None], scores.shape[2], axis=1)
+    flags = R.rebalance_flags(ts, "1w", n_bars).astype(bool)
+    rows = np.full(n_bars, -1, dtype=np.int64)
+    rows[flags] = np.arange(int(flags.sum()))
+    weights = weights[flags]  # only the rebalance rows reach the kernel
+    ended = np.full(n_sym, -1, dtype=np.int64)
     opt = PortfolioOptions(init_cash=10_000.0, fees=0.001, fixed_fee=0.5, slippage=0.0005, fill="next_open")
-    fopts = np.zeros(P.N_PFOPTS)
-    fopts[[P.PF_INIT_CASH, P.PF_FEES, P.PF_FIXED_FEE, P.PF_SLIPPAGE]] = [10_000.0, 0.001, 0.5, 0.0005]
-    iopts = np.array([L.FILL_NEXT_OPEN, 1], dtype=np.int64)
-    acc, equity = run_portfolio_cpu(open_, close, weights, rebalance, fopts, iopts)
+    run = run_portfolio_cpu(open_, close, weights, rows, ended, opt)
+    acc, equity = run.acc, run.equity
     for k in range(scores.shape[2]):
         ref = simulate_portfolio_reference(
-            open_.tolist(), close.tolist(), weights[:, :, k].tolist(), rebalance[:, k].tolist(), opt
+            open_.tolist(), close.tolist(), weights[:, :, k].tolist(), rows.tolist(), ended.tolist(), opt
         )
         np.testing.assert_allclose(equity[:, k], ref.equity, rtol=1e-9)
         assert acc[k, P.PA_N_ORDERS] == len(ref.orders) > 0

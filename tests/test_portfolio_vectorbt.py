@@ -21,7 +21,6 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import test_portfolio_reference as tp
-from portfolio_reference import PortfolioOptions
 
 from gpu_backtest.core.simulate import portfolio_layout as P
 
@@ -41,10 +40,10 @@ def example() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("costs", [{"fees": 0.001}, {"fees": 0.001, "fixed_fee": 2.0, "slippage": 0.001}])
 def test_portfolio_kernel_equals_vectorbt_targetpercent(costs: dict) -> None:
     close, weights = example()
-    rebalance = ~np.isnan(weights).all(axis=1)
-    opt = PortfolioOptions(init_cash=10_000.0, **costs)
-    case = tp.PortfolioCase(close.copy(), close.copy(), weights[:, :, None], rebalance[:, None], opt)
-    acc, equity = tp.run_kernel(case)
+    case = tp.one_column(close, weights, ~np.isnan(weights).all(axis=1), init_cash=10_000.0, **costs)
+    opt = case.opt
+    run = tp.run_kernel(case)
+    acc, equity = run.acc, run.equity
     tp.assert_matches_reference(case)
     pf = vbt.Portfolio.from_orders(
         pd.DataFrame(close), size=pd.DataFrame(weights), size_type="targetpercent",

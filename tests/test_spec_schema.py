@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gpu_backtest.core.errors import SpecError
-from gpu_backtest.core.metrics import METRICS
+from gpu_backtest.core.metrics import ALL_METRICS
 from gpu_backtest.core.spec import (
     DIRECTIONS,
     FILLS,
@@ -25,10 +25,12 @@ from gpu_backtest.core.spec import (
     Execution,
     MetricsOptions,
     OutputOptions,
+    Portfolio,
 )
 from gpu_backtest.web.openapi import openapi_document, schema_to_31
 
-NESTED = {"costs": Costs, "execution": Execution, "metrics": MetricsOptions, "output": OutputOptions}
+NESTED = {"costs": Costs, "execution": Execution, "metrics": MetricsOptions, "output": OutputOptions,
+          "portfolio": Portfolio}
 SCHEMA = BacktestSpec.json_schema()
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -49,6 +51,9 @@ FULL: dict[str, Any] = {
     "output": {"rank_by": "sortino", "top_k": 3, "equity_curves": False, "trades": False,
                "metrics": ["sortino", "total_return"]},
     "callback_url": "https://example.com/hook",
+    "portfolio": {"rebalance": "1q", "select": "long_short", "quantile": 0.1, "weighting": "score",
+                  "volatility_lookback": 20, "max_weight": 0.2, "gross_leverage": 1.5, "net_exposure": 0.5,
+                  "cash_buffer": 0.05, "min_trade": 100.0},
 }
 
 
@@ -86,7 +91,7 @@ def test_schema_properties_are_the_validators_fields() -> None:
     assert SCHEMA["required"] == ["strategy"] and SCHEMA["additionalProperties"] is False
     assert set(SCHEMA["properties"]) == {f.name for f in dataclasses.fields(BacktestSpec)} == set(FULL)
     for name, cls in NESTED.items():
-        sub = SCHEMA["properties"][name]
+        sub = {k: v for k, v in SCHEMA["properties"][name].items() if not (name == "portfolio" and k == "default")}
         assert sub == {**cls.json_schema(), "nullable": True} and sub["additionalProperties"] is False
         assert set(sub["properties"]) == {f.name for f in dataclasses.fields(cls)} == set(FULL[name]), name
 
@@ -120,8 +125,9 @@ def test_defaults_are_the_validators_defaults() -> None:
     spec = BacktestSpec.from_dict({"strategy": "x"}).to_dict()
     for name, prop in SCHEMA["properties"].items():
         if name in NESTED:
+            defaults = spec[name] or dataclasses.asdict(NESTED[name]())  # portfolio: null = the defaults
             for sub, p in prop["properties"].items():
-                assert p["default"] == spec[name][sub], (name, sub)
+                assert p["default"] == defaults[sub], (name, sub)
         elif name != "strategy":
             assert prop["default"] == spec[name], name
 
@@ -129,7 +135,7 @@ def test_defaults_are_the_validators_defaults() -> None:
 def test_choices() -> None:
     props = SCHEMA["properties"]
     enums = {("frequency",): FREQUENCIES, ("execution", "fill"): FILLS, ("execution", "direction"): DIRECTIONS,
-             ("execution", "size_type"): SIZE_TYPES, ("output", "rank_by"): METRICS}
+             ("execution", "size_type"): SIZE_TYPES, ("output", "rank_by"): ALL_METRICS}
     for path, choices in enums.items():
         prop = props[path[0]] if len(path) == 1 else props[path[0]]["properties"][path[1]]
         assert prop["enum"] == list(choices), path
@@ -140,7 +146,7 @@ def test_choices() -> None:
             else:
                 doc[path[0]] = {path[1]: value}
             assert schema_accepts(doc) == validator_accepts(doc) == (value != "nope"), (path, value)
-    assert props["output"]["properties"]["metrics"]["items"]["enum"] == list(METRICS)
+    assert props["output"]["properties"]["metrics"]["items"]["enum"] == list(ALL_METRICS)
 
 
 def test_number_bounds_agree() -> None:
@@ -184,7 +190,7 @@ def test_random_documents() -> None:
     a range whose stop is below its start, a percent size above 1, a parameter the strategy lacks.)"""
     rng = random.Random(11)
     seen = {True: 0, False: 0}
-    for _ in range(3000):
+    for _ in range(4500):
         doc = _random_doc(rng)
         ok = validator_accepts(doc)
         seen[ok] += 1

@@ -173,8 +173,10 @@ class TopRow(Model):
     """One of the best columns: its rank, column index, symbol, parameters and metrics."""
 
     rank: int = Field(description="1 = best by info.rank_by")
-    column: int = Field(description="the column index (GET /backtest/{job_id}/columns/{column})")
-    symbol: str
+    column: int = Field(description="the column index (GET /backtest/{job_id}/columns/{column}); in "
+                                    "portfolio mode the combination's index")
+    symbol: str | None = Field(description="the column's symbol; null in portfolio mode (a column is a "
+                                           "portfolio over the whole universe)")
     params: dict[str, Any]
     metrics: dict[str, Number] = Field(description="metric name → value (docs/metrics.md)")
 
@@ -304,8 +306,12 @@ class EquityCurve(Model):
 
 
 class Trade(Model):
-    """One trade of a column (docs/semantics.md)."""
+    """One trade of a column (docs/semantics.md); in portfolio mode a round trip of one symbol."""
 
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=False,
+                              populate_by_name=True)  # symbol: portfolio mode only
+
+    symbol: str | None = Field(None, description="portfolio mode: the symbol traded")
     entry_time: str
     exit_time: str
     direction: Literal["long", "short"]
@@ -321,15 +327,37 @@ class Trade(Model):
     status: Literal["open", "closed"]
 
 
+class Order(Model):
+    """Portfolio mode: one executed order (docs/semantics.md, "Portfolio mode")."""
+
+    time: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    units: Number
+    price: Number = Field(description="fill price (after slippage)")
+    costs: Number = Field(description="fees + fixed fee + slippage paid on this fill")
+    reason: str = Field(description="rebalance, delisted, stop_loss or take_profit")
+
+
+class Holdings(Model):
+    """Portfolio mode: the weights held after one rebalance."""
+
+    time: str
+    weights: dict[str, Number] = Field(description="symbol → units × close ÷ equity, non-zero positions only")
+
+
 class ColumnDetail(Model):
-    """One column re-simulated in record mode: metrics, and (when the run asked for them) equity and trades."""
+    """One column re-simulated in record mode: metrics, and (when the run asked for them) equity and
+    trades; in portfolio mode also the orders and the holdings at each rebalance."""
 
     column: int
-    symbol: str
+    symbol: str | None
     params: dict[str, Any]
     metrics: dict[str, Number]
     equity: EquityCurve | None = None
     trades: list[Trade] | None = None
+    orders: list[Order] | None = None
+    holdings: list[Holdings] | None = None
 
     model_config = ConfigDict(json_schema_serialization_defaults_required=False)  # equity/trades optional
 
@@ -383,10 +411,15 @@ class StrategyInfo(Model):
     """A strategy: its parameters, constraint and whether it trades short signals."""
 
     name: str
+    kind: str = Field(description="signals: one symbol per column (entries/exits); portfolio: one "
+                                  "combination's portfolio over the universe per column (docs/strategies.md)")
     description: str
     params: list[ParamInfo]
     constraint: str | None
     shorts: bool
+    select: str | None = Field(None, description="portfolio strategies: the selection rule their scores are "
+                                                 "meant for (the default of the spec's portfolio.select)")
+    weighting: str | None = Field(None, description="portfolio strategies: the default portfolio.weighting")
 
 
 class StrategyList(Model):
@@ -396,9 +429,10 @@ class StrategyList(Model):
 
     model_config = _examples({"strategies": [{
         "name": "sma_crossover", "description": "long when the fast SMA crosses above the slow SMA",
+        "kind": "signals",
         "params": [{"name": "fast", "type": "int", "default": 10, "min": 1, "max": None, "choices": None,
                     "description": "fast window"}],
-        "constraint": "fast < slow", "shorts": True}]})
+        "constraint": "fast < slow", "shorts": True, "select": None, "weighting": None}]})
 
 
 class SourceInfo(Model):
