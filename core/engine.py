@@ -24,7 +24,7 @@ from . import metrics as M
 from .backend import Backend, select_backend
 from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
-from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn, run_calendar
+from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn, calendar_tasks, run_calendar
 from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns
@@ -40,7 +40,7 @@ from .plan import (
     partition_symbols,
     symbols_per_partition,
 )
-from .portfolio_engine import check_portfolio_spec, portfolio_info
+from .portfolio_engine import check_portfolio_spec, portfolio_info, rebalance_rows_hint
 from .portfolio_strategy import KIND_PORTFOLIO, strategy_kind
 from .ranking import rank_sorted
 from .registry import Registry, get_strategy
@@ -292,7 +292,8 @@ class Engine:
         if selection.benchmark != spec.metrics.benchmark:  # the source's spelling of the benchmark symbol
             spec = dataclasses.replace(spec, metrics=dataclasses.replace(spec.metrics, benchmark=selection.benchmark))
         if portfolio:  # blocks of combinations, each a portfolio over every symbol
-            per = symbols_per_partition(len(selection.symbols), bars_hint, self.settings.partition_cells)
+            rows_hint = rebalance_rows_hint(spec.portfolio.rebalance, spec.frequency, bars_hint)  # type: ignore[union-attr]
+            per = symbols_per_partition(len(selection.symbols), rows_hint, self.settings.partition_cells)
             partitions = partition_symbols(k, per)
         else:
             per = symbols_per_partition(k, bars_hint, self.settings.partition_cells)
@@ -392,7 +393,8 @@ class Engine:
             raise NotFoundError(f"no column {column}: the run has {n} columns (0 to {n - 1})",
                                 {"column": column, "n_columns": n})
         tasks = [plan.task(p) for p in plan.partitions]
-        calendar = run_calendar(plan, union_calendars(*[calendar_stage(t, loader) for t in tasks]))
+        calendar = run_calendar(plan, union_calendars(*[calendar_stage(t, loader)
+                                                        for t in calendar_tasks(plan, tasks)]))
         k = plan.n_combinations
         s, combo = divmod(int(column), k)
         batch = [c % k for c in top_columns if c // k == s and 0 <= c < n]  # as `executors._winners` groups them

@@ -102,6 +102,12 @@ def _calendar_of(periods_per_year: float | None, ns: np.ndarray) -> Calendar:
     return Calendar.build(ns, periods_per_year)
 
 
+def calendar_tasks(plan: RunPlan, tasks: list[Any]) -> list[Any]:
+    """The tasks whose symbols make the calendar: every partition's, or in portfolio mode (where
+    every partition holds every symbol) the first one's only."""
+    return tasks[:1] if plan.mode == MODE_PORTFOLIO else tasks
+
+
 def _winners(plan: RunPlan, top: pd.DataFrame, top_k: int) -> dict[int, list[int]]:
     """Global symbol index → combination indices of the top-k columns (in rank order); in
     portfolio mode one group (key 0) of every winning combination (a column is a combination)."""
@@ -139,7 +145,8 @@ class LocalExecutor:
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution:
         t0 = time.perf_counter()
         tasks = [plan.task(p) for p in plan.partitions]
-        cal = run_calendar(plan, union_calendars(*[calendar_stage(t, self.loader) for t in tasks]))
+        cal = run_calendar(plan, union_calendars(*[calendar_stage(t, self.loader)
+                                                   for t in calendar_tasks(plan, tasks)]))
         if progress:
             progress(0.05, "calendar")
         t1 = time.perf_counter()
@@ -284,7 +291,7 @@ class DaskExecutor:
         # in-memory bars cannot be recomputed: a replica on every worker, so losing one loses nothing
         loader = self.client.scatter(self.loader, hash=False, broadcast=True) if self.loader is not None else None
         tasks = [plan.task(p) for p in plan.partitions]
-        cal_parts = [self._submit(calendar_stage, t, loader) for t in tasks]
+        cal_parts = [self._submit(calendar_stage, t, loader) for t in calendar_tasks(plan, tasks)]
         cal_f = self._tree(union_calendars, cal_parts)
         # the Calendar as a computed future (not scattered data): if the worker holding it is
         # lost, the scheduler recomputes it from its lineage instead of losing the run

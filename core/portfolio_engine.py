@@ -50,6 +50,22 @@ class Schedule:
         return cls(rows, mapping)
 
 
+_BARS_PER_PERIOD_DAILY = {"1d": 1, "1w": 5, "1m": 21, "1q": 63}  # trading days per rebalance period
+
+
+def rebalance_rows_hint(rule: str | int, frequency: str, n_bars: int) -> int:
+    """About how many rebalance rows ``n_bars`` bars give (what a combination's weights cost in
+    memory: rows × symbols), for sizing partitions before the calendar is known; rounded up,
+    and exact for every-N-bars rules. Calendar rules on non-daily bars count every bar (an
+    upper bound)."""
+    n_bars = max(1, int(n_bars))
+    if isinstance(rule, int):
+        per = rule
+    else:
+        per = _BARS_PER_PERIOD_DAILY.get(rule, 1) if frequency == "1d" else 1
+    return max(1, -(-n_bars // max(1, per)))
+
+
 def selection_of(spec: BacktestSpec, strategy: PortfolioStrategy) -> tuple[str, str]:
     """The (select, weighting) rules a run uses: the spec's, else the strategy's."""
     p = spec.portfolio or Portfolio()

@@ -133,7 +133,8 @@ def test_sweep_on_external_cluster_equals_in_process(srv: Server, local_table: p
 PORTFOLIO_SPEC: dict[str, Any] = {
     "strategy": "xs_momentum", "source": "upload",
     "params": {"lookback": [63, 126, 252], "skip": [0, 21], "top_n": [10, 20]},
-    "portfolio": {"rebalance": "1m", "max_weight": 0.08}, "costs": {"fees": 0.001}, "output": {"top_k": 2},
+    # daily rebalancing: a combination's weights are 1,260 rows × 200 symbols, so 11 combinations fill a partition
+    "portfolio": {"rebalance": "1d", "max_weight": 0.08}, "costs": {"fees": 0.001}, "output": {"top_k": 2},
 }
 
 

@@ -115,7 +115,8 @@ def test_one_row_per_combination_equal_to_the_kernel_fed_directly(frame) -> None
 
 def test_partitions_split_combinations_with_identical_results(frame) -> None:
     whole = run_backtest(momentum_spec(), frame)
-    split = run_backtest(momentum_spec(), frame, settings=Settings(partition_cells=N_SYM * N_BARS))
+    # a combination's weights: ~N_BARS / 21 monthly rows × N_SYM symbols: one combination per partition
+    split = run_backtest(momentum_spec(), frame, settings=Settings(partition_cells=N_SYM * -(-N_BARS // 21)))
     assert split.info["partitions"] == 4 and whole.info["partitions"] == 1
     a = whole.table.sort_values("column").reset_index(drop=True)
     b = split.table.sort_values("column").reset_index(drop=True)
