@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import math
 import unicodedata
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,7 +101,9 @@ def parse(src: Any, path: str, scope: Scope) -> Node:
     """The IR of expression ``src`` (field path ``path`` for errors); SpecError otherwise."""
     src = precheck(src, path)
     try:
-        tree = ast.parse(src.strip(), mode="eval")
+        with warnings.catch_warnings():  # (SyntaxWarnings about odd literals: the text is refused anyway)
+            warnings.simplefilter("ignore")
+            tree = ast.parse(src.strip(), mode="eval")
     except SyntaxError as exc:
         col = (exc.offset or 1) + (len(src) - len(src.lstrip()))
         raise _fail(path, col, f"syntax error ({exc.msg}); expected {EXPECTED}, combined with "
@@ -226,6 +229,9 @@ class _Builder:
         if sig is None:
             raise self.fail(node.func, f"unknown function {fn[:40]!r}; expected one of "
                                        f"{', '.join(sorted(FUNCTIONS))}")
+        for a in node.args:
+            if isinstance(a, ast.Starred):
+                raise self.fail(a, f"starred arguments are not allowed; expected positional arguments: {sig.doc}")
         if node.keywords:
             raise self.fail(node.keywords[0].value, f"{fn}() takes no keyword arguments; expected "
                                                     f"positional arguments: {sig.doc}")
