@@ -8,24 +8,21 @@ import random
 from typing import Any
 
 import pytest
+import test_api
 from expr_cases import CASES
 from expr_gen import gen_doc
-from test_api import (  # noqa: F401  (fixtures)
-    CheckedClient,
-    aiohttp_client_cls,
-    client,
-    cluster,
-    database,
-    error_of,
-    make_client,
-    ok_json,
-    run_job,
-    wait_job,
-)
+from test_api import CheckedClient, error_of, ok_json, run_job, wait_job
 
 from gpu_backtest.core.expr import strategy_digest
 
 pytestmark = [pytest.mark.asyncio]
+
+# tests/test_api.py's fixtures: the real app, a Dask cluster, SQLite and PostgreSQL job databases
+cluster = test_api.cluster
+database = test_api.database
+make_client = test_api.make_client
+client = test_api.client
+aiohttp_client_cls = test_api.aiohttp_client_cls
 
 
 async def test_expression_job_runs_on_the_cluster(client: CheckedClient) -> None:

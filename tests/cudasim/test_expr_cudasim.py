@@ -19,7 +19,7 @@ from gpu_backtest.core.synthetic import gbm_panel_frame
 from gpu_backtest.plugins.manager import default_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from expr_cases import CASES  # noqa: E402
+from expr_cases import CASES
 
 
 @pytest.mark.parametrize("name", ["sma_crossover", "rsi_reversion", "bollinger_reversion"])
