@@ -77,3 +77,15 @@ TOKENS = [*"abcdeflosrt_ (),.+-*/<>=!0123456789[]{}:'\"\\@%~^&|#",
           "sma", "close", "__", "import", "lambda", "not", "and", " or ", "\u0441"]
 junk = st.lists(st.sampled_from(TOKENS),
                max_size=40).map("".join)
+
+
+def gen_portfolio_doc(rng: random.Random) -> dict[str, Any]:
+    e = gen_float(rng, 3)
+    r = rng.random()
+    if r < 0.3:
+        e = f"rank({e})"
+    elif r < 0.5:
+        e = f"zscore({e})"
+    elif r < 0.6:
+        e = f"where({gen_bool(rng, 1)}, {e}, 0)"
+    return {"score" if rng.random() < 0.7 else "weights": e, "params": PARAMS}

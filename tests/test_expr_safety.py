@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from expr_gen import PARAMS, docs, gen_doc, junk
+from expr_gen import PARAMS, docs, gen_doc, gen_portfolio_doc, junk
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gpu_backtest.core.backend import cpu_backend
 from gpu_backtest.core.config import Settings
@@ -209,6 +210,21 @@ def test_random_grammar_expressions(engine: Engine, small: Any, doc: dict[str, A
         assert e.path in ("params",) or e.path.startswith("strategy"), e
         return
     assert len(res.table) > 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_portfolio_expressions(engine: Engine, seed: int) -> None:
+    doc = gen_portfolio_doc(random.Random(seed))
+    try:
+        canonical(doc)
+    except SpecError as e:
+        assert e.path.startswith("strategy"), e
+        return
+    data = gbm_panel_frame(5, 90, seed=seed % 1000)
+    res = engine.run({"strategy": doc, "params": {"fast": [2, 5], "slow": [20], "k": [1.0]},
+                      "portfolio": {"rebalance": "1w"}}, data)
+    assert len(res.table) == 2
 
 
 @settings(max_examples=80, deadline=None)

@@ -103,10 +103,11 @@ class Evaluator:
     names)`` (per_combo), ``cache(key, fn)`` (symbol-mode cache), ``cross_in_time`` (whether
     crossings are computed per symbol before sampling: portfolio mode)."""
 
-    def __init__(self, frame: Any) -> None:
+    def __init__(self, frame: Any, shared: frozenset[str] | None = None) -> None:
         self.frame = frame
         self.xp = frame.xp
         self.memo: dict[str, tuple[str, Any]] = {}
+        self.shared = shared  # the sub-expressions worth keeping (used more than once); None: all
 
     # -- column mode --------------------------------------------------------------------------
     def column(self, node: Node) -> tuple[str, Any]:
@@ -114,7 +115,8 @@ class Evaluator:
         hit = self.memo.get(key)
         if hit is None:
             hit = self._column(node)
-            self.memo[key] = hit
+            if self.shared is None or key in self.shared:
+                self.memo[key] = hit
         return hit
 
     def _column(self, node: Node) -> tuple[str, Any]:
@@ -172,11 +174,11 @@ class Evaluator:
         return _ARITH[op](xp, arrays[0], arrays[1])
 
     def full(self, value: tuple[str, Any]) -> Array:
-        """A column-mode value as a full block array."""
+        """A column-mode value as a full block array (a broadcast view where it repeats)."""
         tag, v = value
         if tag == "s":
-            return self.frame.lift(v)
-        if tag == "x" and tuple(v.shape) == self.frame.shape:
+            v = self.frame.lift(v)
+        if hasattr(v, "shape") and tuple(v.shape) == self.frame.shape:
             return v
         return self.xp.broadcast_to(self.xp.asarray(v), self.frame.shape)
 
@@ -337,13 +339,28 @@ class GridFrame:
         raise AssertionError("a constraint has no series")
 
 
+def shared_keys(*nodes: Node) -> frozenset[str]:
+    """Canonical texts of the sub-expressions that occur more than once in ``nodes`` (the ones an
+    `Evaluator` keeps for reuse; the rest are dropped as soon as they are used)."""
+    seen: dict[str, int] = {}
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        k = n.key(())
+        seen[k] = seen.get(k, 0) + 1
+        stack.extend(n.children())
+    return frozenset(k for k, c in seen.items() if c > 1)
+
+
 def evaluate(frame: Any, node: Node, evaluator: Evaluator | None = None) -> Array:
     """``node``'s value as a full block array of ``frame`` (bool or float64)."""
     ev = evaluator or Evaluator(frame)
+    xp = frame.xp
     with np.errstate(all="ignore"):
         tag, v = ev.column(node)
         out = ev.full((tag, v))
-    xp = frame.xp
+        if tag != "x" or not getattr(out.flags, "writeable", True):  # a broadcast view: own the memory
+            out = xp.ascontiguousarray(out)
     if node.type.kind == BOOL:
         return out if out.dtype == bool else out.astype(bool)
     return out.astype(xp.float64) if out.dtype != xp.float64 else out

@@ -16,6 +16,7 @@ import json
 import keyword
 import math
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from ..portfolio_strategy import PortfolioContext, PortfolioStrategy, Scores, Ta
 from ..strategy import Param as StrategyParam
 from ..strategy import SignalContext, Signals, Strategy
 from . import limits
-from .compiler import Evaluator, GridFrame, PortfolioFrame, SignalFrame, evaluate
+from .compiler import Evaluator, GridFrame, PortfolioFrame, SignalFrame, evaluate, shared_keys
 from .functions import FUNCTIONS
 from .ir import BOOL, FLOAT, Node
 from .parser import FIELDS, Scope, parse
@@ -219,6 +220,7 @@ def _compile(doc: Any, path: str) -> _Compiled:
 
 _CACHE: OrderedDict[str, _Compiled] = OrderedDict()
 _CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()  # the server validates and the stages compile on several threads
 
 
 def _compiled(doc: Any, path: str) -> _Compiled:
@@ -226,14 +228,18 @@ def _compiled(doc: Any, path: str) -> _Compiled:
         key = _canonical_json(doc) if isinstance(doc, Mapping) else None
     except (TypeError, ValueError, RecursionError):  # not JSON (a Python caller's object): validate uncached
         key = None
-    if key is not None and key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    if key is not None:
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+                return hit
     c = _compile(doc, path)
     if key is not None and len(key) < 200_000:
-        _CACHE[key] = c
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        with _CACHE_LOCK:
+            _CACHE[key] = c
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
     return c
 
 
@@ -275,10 +281,11 @@ def expression_strategy(doc: Mapping[str, Any], path: str = "strategy") -> Strat
     name, description = canon["name"], canon["description"]
     if "signals" in canon:
         exprs = c.exprs
+        shared = shared_keys(*exprs.values())
 
         def signals(ctx: SignalContext) -> Signals:
             frame = SignalFrame(ctx)
-            ev = Evaluator(frame)
+            ev = Evaluator(frame, shared)
             out = {k: evaluate(frame, node, ev) for k, node in exprs.items()}
             return Signals(out["entry"], out["exit"], out.get("short_entry"), out.get("short_exit"))
 
