@@ -413,7 +413,9 @@ class Engine:
         in chunks within this backend's memory budget; host arrays out, and the chunk count."""
         be, xp = self.backend, self.backend.xp
         n_bars, n_sym, n_combo = panel.n_bars, panel.n_symbols, grid_size(grid)
-        cell = BYTES_PER_CELL + (BYTES_PER_CELL_SERIES if need_series else 0)
+        # a strategy may say it needs more per cell (an expression strategy with many gathered arrays)
+        cell = max(BYTES_PER_CELL, int(getattr(strategy, "bytes_per_cell", 0) or 0))
+        cell += BYTES_PER_CELL_SERIES if need_series else 0
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
         opts = RunOptions.from_spec(spec)
         iopts = be.asarray(opts.with_flags(need_series, False))

@@ -13,7 +13,8 @@ from expr_cases import CASES
 
 from gpu_backtest.core.backend import cpu_backend
 from gpu_backtest.core.config import Settings
-from gpu_backtest.core.engine import Engine
+from gpu_backtest.core.engine import BYTES_PER_CELL, Engine
+from gpu_backtest.core.expr import expression_strategy
 from gpu_backtest.core.synthetic import gbm_panel_frame
 from gpu_backtest.plugins.manager import default_registry
 
@@ -76,3 +77,25 @@ def test_portfolio_rank_zscore_and_weights_run(engine: Engine) -> None:
                  "params": {"lb": {"type": "int", "default": 20}}}):
         res = engine.run({"strategy": doc, "params": {"lb": [10, 20]}, "portfolio": {"rebalance": "1w"}}, data)
         assert len(res.table) == 2 and res.info["mode"] == "portfolio"
+
+
+def test_memory_estimate_grows_with_the_expression(engine: Engine) -> None:
+    """A sweep sizes its chunks by the expression's blocks: the simple crossover costs what the
+    built-in costs per cell; one holding many gathered indicators gets smaller chunks."""
+    simple = expression_strategy(CASES["sma_crossover"][0])
+    assert simple.bytes_per_cell == BYTES_PER_CELL
+    big = {"signals": {"entry": "cross_above(sma(close, a), sma(close, b)) and ema(close, a) > ema(close, b) "
+                                "and rsi(close, a) > rsi(close, b) and stdev(close, a) > stdev(close, b)",
+                       "exit": "cross_below(sma(close, a), sma(close, b))"},
+           "params": {"a": {"type": "int", "default": 5}, "b": {"type": "int", "default": 20}}}
+    strat = expression_strategy(big)
+    assert strat.bytes_per_cell > BYTES_PER_CELL + 40
+    data = gbm_panel_frame(6, 200, seed=2)
+    spec = {"strategy": big, "params": {"a": [3, 5], "b": [10, 20]}}
+    budget = engine.backend.memory_budget
+    try:
+        engine.backend.memory_budget = 200 * BYTES_PER_CELL * 12  # two symbols' 4 combinations per chunk at 40 B
+        res = engine.run(spec, data)
+    finally:
+        engine.backend.memory_budget = budget
+    assert res.info["chunks"] > 3

@@ -352,6 +352,22 @@ def shared_keys(*nodes: Node) -> frozenset[str]:
     return frozenset(k for k, c in seen.items() if c > 1)
 
 
+def bytes_per_cell(*nodes: Node, base: int = 40) -> int:
+    """Bytes per (bar, column) a signals evaluation may hold: ``base`` (the engine's estimate for a
+    built-in: four boolean signals, two gathered float64 indicators, temporaries) plus 8 per
+    further distinct float block and 1 per further boolean one (a sub-expression over bars that
+    depends on a parameter is a full (T, C) block)."""
+    floats: set[str] = set()
+    bools: set[str] = set()
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        stack.extend(n.children())
+        if n.type.level == "series" and n.params():
+            (bools if n.type.kind == BOOL else floats).add(n.key(()))
+    return base + 8 * max(0, len(floats) - 2) + max(0, len(bools) - 4)
+
+
 def evaluate(frame: Any, node: Node, evaluator: Evaluator | None = None) -> Array:
     """``node``'s value as a full block array of ``frame`` (bool or float64)."""
     ev = evaluator or Evaluator(frame)

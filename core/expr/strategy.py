@@ -26,7 +26,7 @@ from ..portfolio_strategy import PortfolioContext, PortfolioStrategy, Scores, Ta
 from ..strategy import Param as StrategyParam
 from ..strategy import SignalContext, Signals, Strategy
 from . import limits
-from .compiler import Evaluator, GridFrame, PortfolioFrame, SignalFrame, evaluate, shared_keys
+from .compiler import Evaluator, GridFrame, PortfolioFrame, SignalFrame, bytes_per_cell, evaluate, shared_keys
 from .functions import FUNCTIONS
 from .ir import BOOL, FLOAT, Node
 from .parser import FIELDS, Scope, parse
@@ -289,9 +289,11 @@ def expression_strategy(doc: Mapping[str, Any], path: str = "strategy") -> Strat
             out = {k: evaluate(frame, node, ev) for k, node in exprs.items()}
             return Signals(out["entry"], out["exit"], out.get("short_entry"), out.get("short_exit"))
 
-        return Strategy(name=name, description=description, params=params, signals=signals,
-                        constraint=constraint, constraint_text=canon["constraint"],
-                        shorts="short_entry" in exprs or "short_exit" in exprs, tags=("expression",))
+        strategy = Strategy(name=name, description=description, params=params, signals=signals,
+                            constraint=constraint, constraint_text=canon["constraint"],
+                            shorts="short_entry" in exprs or "short_exit" in exprs, tags=("expression",))
+        strategy.bytes_per_cell = bytes_per_cell(*exprs.values())  # type: ignore[attr-defined]  # (Engine.sweep)
+        return strategy
     mode = "score" if "score" in canon else "weights"
     node = c.exprs[mode]
     n_name = next((n for n in ("top_n", "n") if n in canon["params"]), None)
