@@ -25,6 +25,8 @@ from .backend import Backend, select_backend
 from .config import Settings
 from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
 from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn, calendar_tasks, run_calendar
+from .expr import expression_strategy, is_expression
+from .expr.strategy import source_info
 from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns
@@ -186,7 +188,10 @@ class BacktestResult:
 
 
 def resolve_strategy(spec: BacktestSpec, registry: Registry) -> Strategy:
-    """The spec's strategy; SpecError on ``strategy`` naming the known ones otherwise."""
+    """The spec's strategy: an expression strategy object compiled (core/expr), or a name looked
+    up in the registry; SpecError on ``strategy`` naming the known ones otherwise."""
+    if is_expression(spec.strategy):
+        return expression_strategy(spec.strategy)  # type: ignore[return-value]
     try:
         return get_strategy(registry, spec.strategy)
     except NotFoundError as exc:
@@ -298,7 +303,9 @@ class Engine:
         else:
             per = symbols_per_partition(k, bars_hint, self.settings.partition_cells)
             partitions = partition_symbols(len(selection.symbols), per)
-        plan = RunPlan(strategy=self.strategy_ref(strategy.name), spec=spec.to_dict(),
+        ref = (self.strategy_ref(strategy.name) if not is_expression(spec.strategy) else
+               StrategyRef(name=strategy.name, plugin="expression", version=source_info(spec.strategy)["digest"]))
+        plan = RunPlan(strategy=ref, spec=spec.to_dict(),
                        grid={name: v.tolist() for name, v in grid.items()}, data=selection,
                        partitions=partitions, mode=MODE_PORTFOLIO if portfolio else MODE_SIGNALS)
         return dataclasses.replace(plan, hash=content_hash(plan)), loader
@@ -344,8 +351,9 @@ class Engine:
         info = {
             "mode": plan.mode,
             "strategy": plan.strategy.name,
-            "strategy_source": {"plugin": plan.strategy.plugin, "distribution": plan.strategy.distribution,
-                                "version": plan.strategy.version},
+            "strategy_source": (source_info(spec.strategy) if is_expression(spec.strategy) else
+                                {"plugin": plan.strategy.plugin, "distribution": plan.strategy.distribution,
+                                 "version": plan.strategy.version}),
             "backend": backends[0] if len(backends) == 1 else ",".join(backends),
             "n_bars": ex.calendar.n_bars,
             "n_symbols": plan.n_symbols,
@@ -414,7 +422,9 @@ class Engine:
         in chunks within this backend's memory budget; host arrays out, and the chunk count."""
         be, xp = self.backend, self.backend.xp
         n_bars, n_sym, n_combo = panel.n_bars, panel.n_symbols, grid_size(grid)
-        cell = BYTES_PER_CELL + (BYTES_PER_CELL_SERIES if need_series else 0)
+        # a strategy may say it needs more per cell (an expression strategy with many gathered arrays)
+        cell = max(BYTES_PER_CELL, int(getattr(strategy, "bytes_per_cell", 0) or 0))
+        cell += BYTES_PER_CELL_SERIES if need_series else 0
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
         opts = RunOptions.from_spec(spec)
         iopts = be.asarray(opts.with_flags(need_series, False))

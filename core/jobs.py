@@ -59,6 +59,13 @@ PROGRESS_INTERVAL_S = 0.25
 PRUNE_INTERVAL_S = 3600.0  # how often retention runs (and once at start)
 
 
+def _strategy_name(value: Any) -> Any:
+    """A spec's strategy as a log line names it: the name, or an expression strategy's name."""
+    if isinstance(value, dict):
+        return value.get("name") or "expression"
+    return value
+
+
 def spec_hash(doc: Any) -> str:
     """sha256 of the canonical JSON of a request body (for idempotency)."""
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -402,7 +409,8 @@ class JobManager:
         status, summary, error, artifact, columns = FAILED, None, None, None, None
         location = artifacts.job_dir(self.artifact_root, job.id, gen)
         spec = job.spec if isinstance(job.spec, dict) else {}
-        self.on_event("started", {"job": job.id, "attempt": job.attempts, "strategy": spec.get("strategy")})
+        self.on_event("started", {"job": job.id, "attempt": job.attempts,
+                                  "strategy": _strategy_name(spec.get("strategy"))})
         try:
             # what earlier runs left (pieces of an interrupted attempt), and a clean location of our own
             await asyncio.to_thread(artifacts.clear_older_runs, self.artifact_root, job.id, gen)

@@ -101,6 +101,42 @@ _PARAM_VALUE = {"oneOf": [
      "properties": {"start": {"type": "number"}, "stop": {"type": "number"},
                     "step": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "default": 1}}},
 ]}
+_EXPR = {"type": "string", "minLength": 1, "maxLength": 2000}
+_EXPRESSION_STRATEGY = {
+    "type": "object", "additionalProperties": False,
+    "description": "an expression strategy: exactly one of signals, score, weights",
+    "properties": {
+        "name": {"type": "string", "maxLength": 64},
+        "description": {"type": "string", "maxLength": 2000},
+        "signals": {"type": "object", "additionalProperties": False, "required": ["entry", "exit"],
+                    "properties": {k: _EXPR for k in ("entry", "exit", "short_entry", "short_exit")}},
+        "score": _EXPR,
+        "weights": _EXPR,
+        "params": {"type": "object", "maxProperties": 16, "additionalProperties": {
+            "type": "object", "additionalProperties": False, "required": ["default"],
+            "properties": {"type": {"type": "string", "enum": ["int", "float"], "default": "float"},
+                           "default": {"type": "number"}, "min": {"type": "number", "nullable": True},
+                           "max": {"type": "number", "nullable": True},
+                           "description": {"type": "string", "maxLength": 500}}}},
+        "constraint": {"type": "string", "maxLength": 2000, "nullable": True},
+        "select": {"type": "string", "enum": ["top_n", "bottom_n", "quantile", "all", "long_short"],
+                   "nullable": True},
+        "weighting": {"type": "string", "enum": ["equal", "score", "inverse_volatility"], "nullable": True},
+    },
+}
+_STRATEGY_NAME = Text("is required: the name of a strategy (see GET /strategies) or an expression strategy "
+                      "object", nonempty=True)
+
+
+def _strategy(value: Any) -> str | dict[str, Any]:
+    """A strategy name, or an expression strategy document in its canonical form."""
+    if isinstance(value, Mapping):
+        from .expr import canonical
+
+        return canonical(value, "strategy")
+    return _STRATEGY_NAME.check(value, "strategy")
+
+
 _SYMBOL = {"type": "string", "pattern": SYMBOL_RE.pattern, "maxLength": 32}
 _METRIC = Choice(_metric_names, noun="metric")
 
@@ -311,9 +347,10 @@ class Portfolio:
 class BacktestSpec:
     """A validated backtest request. Build with `from_dict`; `to_dict` gives the JSON form."""
 
-    strategy: str = field(metadata=meta(
-        Text("is required: the name of a strategy (see GET /strategies)", nonempty=True),
-        "a strategy name (GET /strategies)"))
+    strategy: str | dict[str, Any] = field(metadata=meta(
+        Described({"oneOf": [{"type": "string", "minLength": 1}, _EXPRESSION_STRATEGY]}),
+        "a strategy name (GET /strategies), or an expression strategy object (docs/strategies.md "
+        "\"Expression strategies\")"))
     params: dict[str, Any] = field(default_factory=dict, metadata=meta(
         Described({"type": "object", "additionalProperties": _PARAM_VALUE, "nullable": True}),
         "per parameter: a value, a list, or a range {start, stop, step} (stop included); "
@@ -348,7 +385,7 @@ class BacktestSpec:
             return doc
         d = _obj(doc, "")
         _no_extra(d, field_names(cls), "")
-        strategy = rule_of(cls, "strategy").check(d.get("strategy"), "strategy")
+        strategy = _strategy(d.get("strategy"))
         params = _obj(d.get("params"), "params")
         symbols = d.get("symbols")
         if symbols is not None:

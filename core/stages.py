@@ -99,7 +99,7 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
         cancel = cluster_cancel_flag(cancel)
     t0 = time.perf_counter()
     spec = ctx.spec(task.plan_hash, task.spec)
-    strategy = ctx.strategy(task.strategy.name)
+    strategy = ctx.strategy(task.strategy.name, task.spec.get("strategy"))
     symbols = list(task.symbols)
     panel, bench = _bars(task, calendar, loader)
     t1 = time.perf_counter()
@@ -214,7 +214,7 @@ def details_stage(task: PartitionTask, calendar: Calendar, combos: list[int], ct
 
     ctx = _context(ctx)
     spec = ctx.spec(task.plan_hash, task.spec)
-    strategy = ctx.strategy(task.strategy.name)
+    strategy = ctx.strategy(task.strategy.name, task.spec.get("strategy"))
     panel, bench = _bars(task, calendar, loader)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)

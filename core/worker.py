@@ -20,6 +20,7 @@ from typing import Any
 from .backend import Backend
 from .config import Settings
 from .errors import SpecError
+from .expr import expression_strategy, is_expression
 from .spec import BacktestSpec
 from .strategy import Strategy
 
@@ -45,8 +46,12 @@ class StageContext:
     _specs: OrderedDict[str, BacktestSpec] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def strategy(self, name: str) -> Strategy:
-        """The strategy ``name`` as installed here; SpecError naming this worker otherwise."""
+    def strategy(self, name: str, doc: Any = None) -> Any:
+        """The strategy a task runs: built from ``doc`` (the task spec's ``strategy``) when that is
+        an expression strategy object, else ``name`` as installed here; SpecError naming this
+        worker otherwise."""
+        if is_expression(doc):
+            return expression_strategy(doc)
         try:
             return self.strategies[name]
         except KeyError:

@@ -63,7 +63,8 @@ def _json_schema(node: Any) -> Any:
         return [_json_schema(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _json_schema(v) for k, v in node.items() if k not in ("nullable", "default", "description")}
+    out = {k: ({name: _json_schema(sub) for name, sub in v.items()} if k == "properties" else _json_schema(v))
+           for k, v in node.items() if k not in ("nullable", "default", "description")}
     if node.get("nullable"):
         return {"anyOf": [out, {"type": "null"}]}
     return out
@@ -212,3 +213,35 @@ def test_schema_is_json_and_patterns_compile() -> None:
     text = json.dumps(SCHEMA, allow_nan=False)
     for pattern in re.findall(r'"pattern": "((?:[^"\\]|\\.)*)"', text):
         re.compile(json.loads(f'"{pattern}"'))
+
+
+def test_strategy_may_be_an_expression_object() -> None:
+    """An expression strategy object: what the validator accepts the schema accepts; the schema
+    refuses what it can see (unknown keys, non-string expressions, unknown choices), as does the validator."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from expr_gen import gen_doc
+
+    good = {"name": "x", "signals": {"entry": "cross_above(sma(close, fast), sma(close, 50))", "exit": "close < 1"},
+            "params": {"fast": {"type": "int", "default": 10, "min": 2, "max": 40}}, "constraint": "fast < 40"}
+    portfolio = {"score": "-pct_change(close, lb)", "params": {"lb": {"type": "int", "default": 5}}, "select": "all"}
+    for strategy in (good, portfolio):
+        doc = {"strategy": strategy}
+        assert schema_accepts(doc) and validator_accepts(doc), strategy
+        assert BacktestSpec.from_dict(BacktestSpec.from_dict(doc).to_dict()).to_dict() == BacktestSpec.from_dict(
+            doc).to_dict()
+    for bad in ({**good, "bogus": 1}, {**good, "signals": {"entry": 1, "exit": "close < 1"}},
+                {**portfolio, "select": "best"}, {**good, "params": {"fast": {"type": "complex", "default": 1}}},
+                {"signals": {"entry": "close > 1"}}):
+        doc = {"strategy": bad}
+        assert not schema_accepts(doc) and not validator_accepts(doc), bad
+    rng = random.Random(5)
+    accepted = 0
+    for _ in range(150):
+        doc = {"strategy": gen_doc(rng)}
+        if validator_accepts(doc):
+            accepted += 1
+            assert schema_accepts(doc), doc
+    assert accepted > 10
