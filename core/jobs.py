@@ -82,10 +82,12 @@ class JobManager:
 
     def __init__(self, settings: Settings, store: Any, engine: Engine,
                  executor_factory: Callable[[], Executor | None] | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, *,
+                 strategies: Any = None) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.strategies = strategies  # StrategyCatalog: a saved strategy's name is inlined at submit
         self.executor_factory = executor_factory or (lambda: None)
         self.on_event = with_job_log(on_event)  # every event is logged, then passed on
         self.owner = server_identity()
@@ -179,7 +181,10 @@ class JobManager:
         strategy, the grid (its size by arithmetic first), and the limits on symbols and columns
         (GPU_BACKTEST_MAX_SYMBOLS, GPU_BACKTEST_MAX_GRID, GPU_BACKTEST_MAX_COLUMNS). Raises
         SpecError naming the field. Returns the spec and the job's listing (strategy and sizes).
-        O(request): call it off the event loop."""
+        O(request): call it off the event loop. A saved strategy's name (``name`` or ``name@version``)
+        is replaced by its document, name and version first (`StrategyCatalog.inline_saved`)."""
+        if self.strategies is not None:
+            doc = self.strategies.inline_saved(doc)
         spec = BacktestSpec.from_dict(doc)
         self.callbacks.check_url(spec.callback_url)
         strategy = resolve_strategy(spec, self.engine.registry)

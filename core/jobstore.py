@@ -140,7 +140,7 @@ __all__ = [
     "to_jsonable",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema this code writes: the head revision's ``schema_version`` (core/migrations/versions/).
 Bump it with every schema change, with the new revision file."""
 

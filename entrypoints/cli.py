@@ -77,6 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..api import run_backtest
 
     spec = _load_spec(args.spec)
+    if isinstance(spec, dict) and isinstance(spec.get("strategy"), str):
+        from ..plugins.manager import strategies
+
+        if spec["strategy"] not in strategies():  # perhaps a saved strategy: run its document
+            spec = _strategy_catalog().inline_saved(spec)
     if args.source:
         if not isinstance(spec, dict):
             raise UserError(f"{args.spec}: the spec must be a JSON object")
@@ -90,26 +95,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_strategies(args: argparse.Namespace) -> int:
-    from ..plugins.manager import strategies
+def _strategy_catalog() -> Any:
+    from ..core.config import Settings
+    from ..core.jobstore import JobStore
+    from ..core.strategy_catalog import StrategyCatalog
+    from ..core.strategystore import StrategyStore
+    from ..plugins.manager import PluginRegistry
 
-    strats = strategies()
+    settings = Settings.from_env()
+    store = JobStore.from_settings(settings)
+    store.migrate(apply=settings.auto_migrate)
+    return StrategyCatalog(PluginRegistry(), StrategyStore(store.engine))
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    if args.action in ("save", "show", "delete") and not args.target:
+        raise UserError(f"strategies {args.action} needs a {'file' if args.action == 'save' else 'name'}")
+    if args.action == "save":
+        doc = _load_spec(args.target)
+        catalog = _strategy_catalog()
+        name = doc.get("name") if isinstance(doc, dict) else None
+        exists = isinstance(name, str) and catalog.store.versions(name)
+        saved = catalog.save(doc, name if exists else None)
+        print(json.dumps(saved.to_dict(), indent=2) if args.json else f"saved {saved.name} version {saved.version}")
+        return 0
+    if args.action == "show":
+        print(json.dumps(_strategy_catalog().get(args.target, args.version), indent=2))
+        return 0
+    if args.action == "delete":
+        n = _strategy_catalog().delete(args.target)
+        print(f"deleted {args.target} ({n} version{'s' if n != 1 else ''})")
+        return 0
+    strats = _strategy_catalog().list()
     if args.json:
-        json.dump([s.schema() for s in strats.values()], sys.stdout, indent=2)
+        json.dump(strats, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    for s in strats.values():
-        kind = " [portfolio]" if getattr(s, "kind", "signals") == "portfolio" else ""
-        print(f"{s.name}{kind}: {s.description}")
-        for p in s.params:
+    for s in strats:
+        kind = " [portfolio]" if s.get("kind") == "portfolio" else ""
+        saved = f" [saved v{s['version']}]" if s.get("source") == "saved" else ""
+        print(f"{s['name']}{kind}{saved}: {s['description']}")
+        for p in s["params"]:
             bounds = ""
-            if p.min is not None or p.max is not None:
-                bounds = f" [{_fmt(p.min)}, {_fmt(p.max)}]"
-            if p.choices:
-                bounds = f" one of {list(p.choices)}"
-            print(f"    {p.name} ({p.type.__name__}, default {p.default!r}){bounds} {p.description}".rstrip())
-        if s.constraint_text:
-            print(f"    constraint: {s.constraint_text}")
+            if p.get("min") is not None or p.get("max") is not None:
+                bounds = f" [{_fmt(p.get('min'))}, {_fmt(p.get('max'))}]"
+            if p.get("choices"):
+                bounds = f" one of {list(p['choices'])}"
+            print(f"    {p['name']} ({p['type']}, default {p['default']!r}){bounds} {p['description']}".rstrip())
+        if s.get("constraint"):
+            print(f"    constraint: {s['constraint']}")
     return 0
 
 
@@ -257,7 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None)
     run.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("strategies", help="list strategies and their parameters")
+    st = sub.add_parser("strategies", help="list strategies; save, show or delete saved expression strategies",
+                        description="list (default); save FILE: an expression strategy (JSON, with a name) as the "
+                                    "next version in the job database; show NAME [--version N]; delete NAME")
+    st.add_argument("action", nargs="?", choices=["list", "save", "show", "delete"], default="list")
+    st.add_argument("target", nargs="?", help="save: the JSON file; show/delete: the strategy's name")
+    st.add_argument("--version", type=int, default=None, help="show: this version (default: the latest)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_strategies)
 

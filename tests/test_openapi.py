@@ -116,7 +116,11 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
               ("GET", "/backtest/{job_id}/columns/{n}"): {"401", "404", "409", "422"},
               ("GET", "/data/symbols"): {"400", "401", "404", "422"},
               ("DELETE", "/data/symbols/{source}/{frequency}/{symbol}"): {"401", "404", "422"},
-              ("POST", "/data/upload"): {"400", "401", "404", "408", "413", "415", "422", "429", "507"}}
+              ("POST", "/data/upload"): {"400", "401", "404", "408", "413", "415", "422", "429", "507"},
+              ("POST", "/strategies"): {"400", "401", "408", "409", "415", "422"},
+              ("GET", "/strategies/{name}"): {"400", "401", "404", "422"},
+              ("PUT", "/strategies/{name}"): {"400", "401", "404", "408", "409", "415", "422"},
+              ("DELETE", "/strategies/{name}"): {"401", "404", "422"}}
     for (method, path), codes in expect.items():
         got = {c for c in doc["paths"][path][method.lower()]["responses"] if not c.startswith("2")}
         assert got == codes, (method, path, got)

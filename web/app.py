@@ -25,6 +25,8 @@ from ..core.dataservice import MarketDataService
 from ..core.engine import Engine
 from ..core.jobs import JobManager
 from ..core.jobstore import JobStore
+from ..core.strategy_catalog import StrategyCatalog
+from ..core.strategystore import StrategyStore
 from ..plugins.manager import PluginRegistry, build_plugin_manager
 from . import explorer, uploads
 from . import handlers as h
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         await asyncio.to_thread(functools.partial(store.migrate, apply=settings.auto_migrate))
         app[K.STORE] = store
         registry = PluginRegistry(pm)
+        app[K.STRATEGIES] = StrategyCatalog(registry, StrategyStore(store.engine))
         data = MarketDataService(settings, registry)
         app[K.DATA] = data
         handle = None
@@ -122,7 +125,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
             metrics.on_job_event(name, data)
             watch.on_event(name, data)
 
-        jobs = JobManager(settings, store, engine, executor_factory, on_job_event)
+        jobs = JobManager(settings, store, engine, executor_factory, on_job_event, strategies=app[K.STRATEGIES])
         app[K.JOBS] = jobs
         await jobs.start()
         # warm the demo data in the background so a first backtest needs no generation
@@ -154,6 +157,10 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/backtest/{job_id}/details", h.backtest_details)
     app.router.add_get("/backtest/{job_id}/columns/{n}", h.backtest_column)
     app.router.add_get("/strategies", h.list_strategies)
+    app.router.add_post("/strategies", h.save_strategy)
+    app.router.add_get("/strategies/{name}", h.get_strategy)
+    app.router.add_put("/strategies/{name}", h.save_strategy)
+    app.router.add_delete("/strategies/{name}", h.delete_strategy)
     app.router.add_get("/gpu/status", h.get_gpu_status)
     app.router.add_get("/data/sources", h.data_sources)
     app.router.add_get("/data/symbols", h.data_symbols)

@@ -349,6 +349,23 @@ class BacktestClient:
         """GET /strategies: each strategy's name, description and parameter schema."""
         return self._json("GET", "/strategies")["strategies"]
 
+    def save_strategy(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /strategies: save an expression strategy (with its ``name``) as version 1."""
+        return self._json("POST", "/strategies", json_body=dict(doc))
+
+    def update_strategy(self, name: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT /strategies/{name}: save the next version of a saved strategy."""
+        return self._json("PUT", f"/strategies/{urllib.parse.quote(name, safe='')}", json_body=dict(doc))
+
+    def get_strategy(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """GET /strategies/{name}: a saved strategy's document (the latest version by default)."""
+        query = {"version": version} if version is not None else None
+        return self._json("GET", f"/strategies/{urllib.parse.quote(name, safe='')}", query=query)
+
+    def delete_strategy(self, name: str) -> dict[str, Any]:
+        """DELETE /strategies/{name}: every version of a saved strategy."""
+        return self._json("DELETE", f"/strategies/{urllib.parse.quote(name, safe='')}")
+
     def gpu_status(self) -> dict[str, Any]:
         """GET /gpu/status: the device (or why there is none), the engine backend and the Dask cluster."""
         return self._json("GET", "/gpu/status")

@@ -29,7 +29,6 @@ from ..core.gpustatus import gpu_status
 from ..core.jobstatus import CANCELLED, QUEUED, RUNNING, STATUSES, SUCCEEDED
 from ..core.jsonsafe import json_cell, to_jsonable
 from ..core.timeutil import utc_now
-from ..plugins.manager import strategies
 from . import keys as K
 from . import schemas as S
 from .httperrors import BadRequest, Conflict, RequestTimeout, Unavailable, UnsupportedMediaType
@@ -201,14 +200,11 @@ async def _json_body(doc: Any, status: int = 200, headers: dict[str, str] | None
                         charset="utf-8")
 
 
-# -- backtests --------------------------------------------------------------------------------
-async def submit_backtest(request: web.Request) -> web.Response:
-    """POST /backtest: validate, persist, 202 with the job id and links."""
+async def read_json_body(request: web.Request, what: str) -> Any:
+    """The request's JSON document, parsed off the event loop within GPU_BACKTEST_BODY_TIMEOUT_S
+    (a slow body: the 408 response to send, closing the connection). 415 / 400 otherwise."""
     if request.content_type != "application/json":
-        raise UnsupportedMediaType("POST /backtest takes application/json")
-    manager = request.app[K.JOBS]
-    if not manager.accepting:
-        raise Unavailable("the server is shutting down; retry on another instance")
+        raise UnsupportedMediaType(f"{what} takes application/json")
     timeout = request.app[K.SETTINGS].body_timeout_s
     try:
         async with asyncio.timeout(timeout):
@@ -218,11 +214,22 @@ async def submit_backtest(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, LookupError) as exc:  # not UTF-8 (or an unknown charset)
         raise BadRequest(f"malformed JSON: {exc}") from None
     try:
-        doc = await asyncio.to_thread(_parse_json, text)  # O(body): off the event loop
+        return await asyncio.to_thread(_parse_json, text)  # O(body): off the event loop
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, out-of-range numbers
         raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+# -- backtests --------------------------------------------------------------------------------
+async def submit_backtest(request: web.Request) -> web.Response:
+    """POST /backtest: validate, persist, 202 with the job id and links."""
+    manager = request.app[K.JOBS]
+    if not manager.accepting:
+        raise Unavailable("the server is shutting down; retry on another instance")
+    doc = await read_json_body(request, "POST /backtest")
+    if isinstance(doc, web.Response):
+        return doc
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 200):
         raise BadRequest("Idempotency-Key must be 1 to 200 characters", {"parameter": "Idempotency-Key"})
@@ -481,8 +488,40 @@ def _ranked_parquet_file(art: Artifact) -> Path:
 
 # -- catalogue and status ---------------------------------------------------------------------
 async def list_strategies(request: web.Request) -> web.Response:
-    """GET /strategies: each strategy with its description and parameter schema."""
-    return web.json_response({"strategies": [s.schema() for s in strategies(request.app[K.PM]).values()]})
+    """GET /strategies: built-ins, plugins and saved strategies, each with its parameter schema
+    (saved ones with their version and versions)."""
+    return await _json_body({"strategies": await asyncio.to_thread(request.app[K.STRATEGIES].list)})
+
+
+async def get_strategy(request: web.Request) -> web.Response:
+    """GET /strategies/{name}?version=: a saved strategy's document (the latest version by default)."""
+    raw = request.query.get("version")
+    version = None
+    if raw is not None:
+        if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 9 and int(raw) > 0):
+            raise BadRequest("version must be a positive integer", {"parameter": "version"})
+        version = int(raw)
+    doc = await asyncio.to_thread(request.app[K.STRATEGIES].get, request.match_info["name"], version)
+    return await _json_body(doc)
+
+
+async def save_strategy(request: web.Request) -> web.Response:
+    """POST /strategies (a new strategy, version 1: 201) and PUT /strategies/{name} (its next
+    version: 200): an expression strategy document with a name."""
+    body = await read_json_body(request, f"{request.method} /strategies")
+    if isinstance(body, web.Response):
+        return body
+    name = request.match_info.get("name")
+    saved = await asyncio.to_thread(request.app[K.STRATEGIES].save, body, name)
+    return await _json_body(saved.to_dict(), status=201 if name is None else 200,
+                            headers={"Location": f"/strategies/{saved.name}?version={saved.version}"})
+
+
+async def delete_strategy(request: web.Request) -> web.Response:
+    """DELETE /strategies/{name}: every version of a saved strategy (jobs keep what they ran)."""
+    name = request.match_info["name"]
+    n = await asyncio.to_thread(request.app[K.STRATEGIES].delete, name)
+    return web.json_response({"deleted": name, "versions": n})
 
 
 async def get_gpu_status(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ ENGINE: web.AppKey[Any] = web.AppKey("engine", object)
 JOBS: web.AppKey[Any] = web.AppKey("jobs", object)
 OPENAPI_30: web.AppKey[dict[str, Any]] = web.AppKey("openapi_30", dict)  # the document's 3.0 form (/docs)
 WATCH: web.AppKey[Any] = web.AppKey("watch", object)  # FinishWatch: wakes long-polls (web/jobwatch.py)
+STRATEGIES: web.AppKey[Any] = web.AppKey("strategies", object)  # StrategyCatalog: registered + saved
 COLUMN_SLOTS: web.AppKey[Any] = web.AppKey("column_slots", object)  # bounds on-demand column computations
 
 # per-request state (web.RequestKey exists from aiohttp 3.13; a plain string before)

@@ -50,9 +50,9 @@ _ERROR_EXAMPLES: dict[int, tuple[str, str, str, Any]] = {
           "query parameter limit must be between 1 and 500", {"parameter": "limit"}),
     401: ("missing or invalid X-API-Key (when API_KEY_REQUIRED)", "unauthorized", "missing or invalid X-API-Key",
           None),
-    404: ("no such job, column, data source or file", "not_found", f"no job '{S.JOB_ID_EXAMPLE}'",
+    404: ("no such job, column, strategy, data source or file", "not_found", f"no job '{S.JOB_ID_EXAMPLE}'",
           {"job_id": S.JOB_ID_EXAMPLE}),
-    409: ("the job is not in a state that allows this", "conflict",
+    409: ("the job is not in a state that allows this (or the strategy name is taken)", "conflict",
           f"job {S.JOB_ID_EXAMPLE} is running; results exist once it has succeeded", {"status": "running"}),
     413: ("payload too large", "payload_too_large", "upload larger than 104857600 bytes", {"limit": 104857600}),
     415: ("unsupported media type", "unsupported_media_type", "POST /backtest takes application/json", None),
@@ -114,6 +114,8 @@ def _query(name: str, schema: dict[str, Any], desc: str, example: Any = None) ->
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "description": "the job's id (32 hex digits)",
           "schema": {"type": "string", "pattern": JOB_ID_PATTERN}, "example": S.JOB_ID_EXAMPLE}
+STRATEGY_NAME = {"name": "name", "in": "path", "required": True, "description": "a saved strategy's name",
+                 "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"}, "example": "my_cross"}
 COLUMN = {"name": "n", "in": "path", "required": True, "description": "the column index: symbol index × "
           "combinations + combination index (the results table's `column`), 0 to info.n_columns − 1",
           "schema": {"type": "integer", "minimum": 0}, "example": 0}
@@ -242,8 +244,38 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                         "succeeded; 422 when its data is no longer available.",
             parameters=[JOB_ID, COLUMN],
             responses={"200": _json("the column's details", S.ColumnDoc), **_errors(404, 409, 422)})},
-        "/strategies": {"get": _op("Strategies and their parameters", tag="catalogue",
-                                   responses={"200": _json("strategies", S.StrategyList)})},
+        "/strategies": {
+            "get": _op("Strategies and their parameters", tag="catalogue",
+                       description="Built-ins, plugins and saved strategies (with their versions).",
+                       responses={"200": _json("strategies", S.StrategyList)}),
+            "post": _op(
+                "Save a named expression strategy (version 1)", tag="catalogue",
+                description="The body is an expression strategy (docs/strategies.md, \"Expression strategies\") "
+                            "with a `name` (a lower-case identifier) and an optional `description`. A spec then "
+                            "runs it by name (`\"strategy\": \"my_cross\"`, or `\"my_cross@2\"` for a "
+                            "version). 409 strategy_exists when the name is taken; 422 naming the field "
+                            "(and the position in an expression) when the document is invalid.",
+                body={"required": True, "content": {"application/json": {
+                    "schema": {"type": "object"}, "example": _example(S.SavedStrategyDoc)["strategy"]}}},
+                responses={"201": _json("saved", S.SavedStrategyDoc), **_errors(400, 408, 409, 415, 422)}),
+        },
+        "/strategies/{name}": {
+            "get": _op("A saved strategy's document", tag="catalogue",
+                       parameters=[STRATEGY_NAME, _query("version", {"type": "integer", "minimum": 1},
+                                                         "a version (default: the latest)")],
+                       responses={"200": _json("the version", S.SavedStrategyDoc), **_errors(400, 404, 422)}),
+            "put": _op(
+                "Save the next version of a saved strategy", tag="catalogue",
+                description="Same body as POST; the body's `name`, if given, must be the URL's. Jobs already "
+                            "submitted keep the version they were given.",
+                parameters=[STRATEGY_NAME],
+                body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                responses={"200": _json("saved", S.SavedStrategyDoc), **_errors(400, 404, 408, 409, 415, 422)}),
+            "delete": _op("Delete every version of a saved strategy", tag="catalogue",
+                          description="Jobs that ran it keep its document in their spec.",
+                          parameters=[STRATEGY_NAME],
+                          responses={"200": _json("deleted", S.StrategyDeleted), **_errors(404, 422)}),
+        },
         "/gpu/status": {"get": _op("GPU and Dask cluster status", tag="catalogue",
                                    responses={"200": _json("status", S.GpuStatus)})},
         "/data/sources": {"get": _op("Market-data sources", tag="data",

@@ -420,6 +420,43 @@ class StrategyInfo(Model):
     select: str | None = Field(None, description="portfolio strategies: the selection rule their scores are "
                                                  "meant for (the default of the spec's portfolio.select)")
     weighting: str | None = Field(None, description="portfolio strategies: the default portfolio.weighting")
+    source: str = Field(description="builtin, plugin, or saved (POST /strategies)")
+    version: int | None = Field(description="saved strategies: the latest version (null otherwise)")
+    versions: list[int] | None = Field(description="saved strategies: every version (null otherwise)")
+
+
+class SavedStrategyDoc(Model):
+    """A saved strategy's version: ``POST``/``PUT /strategies`` answers and ``GET /strategies/{name}``."""
+
+    name: str
+    version: int
+    description: str
+    digest: str = Field(description="sha256 of the canonical document")
+    created_at: str
+    strategy: dict[str, Any] = Field(description="the expression strategy's canonical document "
+                                                 "(docs/strategies.md, \"Expression strategies\")")
+    versions: list[int] | None = Field(None, description="GET: every version of the strategy")
+
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=False,
+                              json_schema_extra={"examples": [{
+                                  "name": "my_cross", "version": 2, "description": "SMA crossover",
+                                  "digest": "3f" * 32, "created_at": "2026-12-02T08:00:00+00:00",
+                                  "strategy": {"name": "my_cross",
+                                               "signals": {"entry": "cross_above(sma(close, fast), sma(close, slow))",
+                                                           "exit": "cross_below(sma(close, fast), sma(close, slow))"},
+                                               "params": {"fast": {"type": "int", "default": 10, "min": 2},
+                                                          "slow": {"type": "int", "default": 50, "min": 2}},
+                                               "constraint": "fast < slow"},
+                                  "versions": [1, 2]}]})
+
+
+class StrategyDeleted(Model):
+    """``DELETE /strategies/{name}``."""
+
+    deleted: str
+    versions: int = Field(description="how many versions were deleted")
+
+    model_config = _examples({"deleted": "my_cross", "versions": 2})
 
 
 class StrategyList(Model):
@@ -432,7 +469,8 @@ class StrategyList(Model):
         "kind": "signals",
         "params": [{"name": "fast", "type": "int", "default": 10, "min": 1, "max": None, "choices": None,
                     "description": "fast window"}],
-        "constraint": "fast < slow", "shorts": True, "select": None, "weighting": None}]})
+        "constraint": "fast < slow", "shorts": True, "select": None, "weighting": None,
+        "source": "builtin", "version": None, "versions": None}]})
 
 
 class SourceInfo(Model):
@@ -551,7 +589,8 @@ class Health(Model):
 
 MODELS: tuple[type[BaseModel], ...] = (
     ErrorEnvelope, JobStatusDoc, JobBrief, JobDoc, JobFull, JobList, ResultsPage, DetailsDoc, ColumnDoc,
-    StrategyList, SourceList, SymbolList, UploadResult, SeriesDeleted, GpuStatus, Health,
+    StrategyList, SavedStrategyDoc, StrategyDeleted, SourceList, SymbolList, UploadResult, SeriesDeleted,
+    GpuStatus, Health,
 )
 """The models whose schemas are the document's components (with every model they refer to)."""
 

@@ -10,6 +10,7 @@ The revisions are the files in ``versions/``, one per schema change, each with a
     0005_catalog_file    market_catalog.file: the file of each series' current version
     0006_callback_delivery  the delivery record of a job's callback (status, attempts, last error)
     0007_catalog_ended   market_catalog.ended_ns: the final bar of a series its source marks as ended
+    0008_saved_strategy  saved_strategy: named, versioned expression strategies (POST /strategies)
 
 `migrate` runs in one transaction that first takes a lock — PostgreSQL: an advisory
 transaction lock; SQLite: ``BEGIN IMMEDIATE`` (the database's write lock) — so that several
@@ -74,7 +75,10 @@ _version_table = table("schema_version", column("version", Integer), column("app
 
 def target_metadata() -> MetaData:
     """The models' metadata (what autogenerate and the schema tests compare the database with)."""
-    from .. import catalog  # noqa: F401 - registers market_catalog on the same metadata
+    from .. import (
+        catalog,  # noqa: F401 - registers market_catalog on the same metadata
+        strategystore,  # noqa: F401 - registers saved_strategy on the same metadata
+    )
     from ..jobstore import Base
 
     return Base.metadata
