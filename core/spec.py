@@ -122,6 +122,8 @@ _EXPRESSION_STRATEGY = {
         "select": {"type": "string", "enum": ["top_n", "bottom_n", "quantile", "all", "long_short"],
                    "nullable": True},
         "weighting": {"type": "string", "enum": ["equal", "score", "inverse_volatility"], "nullable": True},
+        "version": {"type": "integer", "minimum": 1, "maximum": 999_999_999, "nullable": True,
+                    "description": "a saved strategy's version (the server sets it when a spec names one)"},
     },
 }
 _STRATEGY_NAME = Text("is required: the name of a strategy (see GET /strategies) or an expression strategy "

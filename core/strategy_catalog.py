@@ -91,7 +91,10 @@ class StrategyCatalog:
             raise StrategyExists(f"{name!r} is a registered strategy (built-in or plugin); choose another name",
                                  {"name": name})
         expr = _expr()
-        canonical = expr.canonical({**doc, "name": name}, path="")  # SpecError naming the body's field
+        try:
+            canonical = expr.canonical({**doc, "name": name}, path="strategy")
+        except SpecError as exc:  # name the body's own field (signals.entry), not a spec's (strategy.signals.entry)
+            raise SpecError(exc.path.removeprefix("strategy").lstrip("."), exc.reason) from None
         return store.save(name, canonical, expr.strategy_digest(canonical), description, new=new)
 
     def delete(self, name: str) -> int:

@@ -127,11 +127,13 @@ class Attempt(Model):
 
 
 class StrategySource(Model):
-    """The plugin and distribution that provide the strategy."""
+    """What provides the strategy: a plugin and its distribution (``version``: the package's), or
+    ``kind`` expression / saved with the document's ``digest`` and ``text`` (saved: its ``name``
+    and ``version`` number)."""
 
     plugin: str | None = None
     distribution: str | None = None
-    version: str | None = None
+    version: str | int | None = None
 
 
 class RanOn(Model):

@@ -35,7 +35,9 @@ DEFAULT_NAME = "expression"
 SIGNAL_KEYS = ("entry", "exit", "short_entry", "short_exit")
 SELECTIONS = ("top_n", "bottom_n", "quantile", "all", "long_short")
 WEIGHTINGS = ("equal", "score", "inverse_volatility")
-_TOP = ("name", "description", "params", "constraint", "signals", "score", "weights", "select", "weighting")
+_TOP = ("name", "description", "params", "constraint", "signals", "score", "weights", "select", "weighting",
+        "version")
+MAX_VERSION = 999_999_999
 _PARAM_KEYS = ("type", "default", "min", "max", "description")
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _RESERVED = set(FIELDS) | set(FUNCTIONS) | set(keyword.kwlist) | {"true", "false", "nan", "inf"}
@@ -135,10 +137,12 @@ def _check(node: Node, path: str, kind: str) -> Node:
 class _Compiled:
     """A validated document: its canonical form and its parsed expressions."""
 
-    def __init__(self, canon: dict[str, Any], exprs: dict[str, Node], constraint: Node | None) -> None:
+    def __init__(self, canon: dict[str, Any], exprs: dict[str, Node], constraint: Node | None,
+                 version: int | None = None) -> None:
         self.canon = canon
         self.exprs = exprs
         self.constraint = constraint
+        self.version = version  # a saved strategy's version (set by the server; not part of the digest)
         self.digest = hashlib.sha256(_canonical_json(canon).encode()).hexdigest()
 
 
@@ -215,7 +219,11 @@ def _compile(doc: Any, path: str) -> _Compiled:
         order.update(dict.fromkeys(node.params()))
     order.update(dict.fromkeys(sorted(params)))
     canon["params"] = {name: params[name] for name in order}
-    return _Compiled(canon, exprs, constraint)
+    version = d.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or not 1 <= version <= MAX_VERSION):
+        raise SpecError(f"{path}.version", f"must be a saved strategy's version (an integer >= 1), got {version!r}")
+    return _Compiled(canon, exprs, constraint, version)
 
 
 _CACHE: OrderedDict[str, _Compiled] = OrderedDict()
@@ -248,7 +256,11 @@ def canonical(doc: Mapping[str, Any], path: str = "strategy") -> dict[str, Any]:
 
     Its ``params`` are in the strategy's parameter order: first use in the expressions (signals
     entry, exit, short_entry, short_exit; score; weights; constraint), then unused ones by name."""
-    return copy.deepcopy(_compiled(doc, path).canon)
+    c = _compiled(doc, path)
+    out = copy.deepcopy(c.canon)
+    if c.version is not None:  # a saved strategy's version travels with its document (outside the digest)
+        out["version"] = c.version
+    return out
 
 
 def strategy_digest(doc: Mapping[str, Any], path: str = "strategy") -> str:
@@ -259,6 +271,9 @@ def strategy_digest(doc: Mapping[str, Any], path: str = "strategy") -> str:
 def source_info(doc: Mapping[str, Any], path: str = "strategy") -> dict[str, Any]:
     """What a run records as ``info.strategy_source`` for an expression strategy."""
     c = _compiled(doc, path)
+    if c.version is not None:  # a saved strategy (POST /strategies), inlined with its version at submit
+        return {"kind": "saved", "name": c.canon["name"], "version": c.version, "digest": c.digest,
+                "text": canonical(doc, path)}
     return {"kind": "expression", "digest": c.digest, "text": canonical(doc, path)}
 
 
