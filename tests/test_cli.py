@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from gpu_backtest.core.synthetic import gbm_panel_frame
 CLI = str(Path(sys.executable).parent / "gpu-backtest")
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,36 @@ def test_bad_inputs_exit_2(data, tmp_path) -> None:
     r = cli("run", str(data["spec"]), "--data", str(garbage))
     assert r.returncode == 2 and "XYZ.parquet" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_strategies_save_show_run_and_delete(data, tmp_path) -> None:
+    env = {"GPU_BACKTEST_DATA_DIR": str(tmp_path / "state"), "DATABASE_URL": ""}
+    doc = {"name": "cli_cross", "description": "SMA crossover saved from the command line",
+           "signals": {"entry": "cross_above(sma(close, fast), sma(close, slow))",
+                       "exit": "cross_below(sma(close, fast), sma(close, slow))"},
+           "params": {"fast": {"type": "int", "default": 5}, "slow": {"type": "int", "default": 30}},
+           "constraint": "fast < slow"}
+    path = tmp_path / "cli_cross.json"
+    path.write_text(json.dumps(doc))
+    r = cli("strategies", "save", str(path), env=env)
+    assert r.returncode == 0 and "saved cli_cross version 1" in r.stdout, r.stderr
+    assert "saved cli_cross version 2" in cli("strategies", "save", str(path), env=env).stdout
+    listing = cli("strategies", env=env).stdout
+    assert "cli_cross [saved v2]" in listing and "sma_crossover" in listing
+    shown = json.loads(cli("strategies", "show", "cli_cross", "--version", "1", env=env).stdout)
+    assert shown["version"] == 1 and shown["versions"] == [1, 2]
+    spec = tmp_path / "run.json"
+    spec.write_text(json.dumps({"strategy": "cli_cross", "params": {"fast": [5, 10], "slow": 30}}))
+    out = json.loads(cli("run", str(spec), "--data", str(data["long"]), "--json", env=env).stdout)
+    assert out["info"]["strategy_source"]["kind"] == "saved" and out["info"]["strategy_source"]["version"] == 2
+    builtin = tmp_path / "builtin.json"
+    builtin.write_text(json.dumps({"strategy": "sma_crossover", "params": {"fast": [5, 10], "slow": 30}}))
+    ref = json.loads(cli("run", str(builtin), "--data", str(data["long"]), "--json", env=env).stdout)
+    assert [r["metrics"] for r in out["results"]] == [r["metrics"] for r in ref["results"]]
+    assert "deleted cli_cross (2 versions)" in cli("strategies", "delete", "cli_cross", env=env).stdout
+    gone = cli("strategies", "show", "cli_cross", env=env)
+    assert gone.returncode == 2 and "no saved strategy 'cli_cross'" in gone.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**doc, "signals": {"entry": "close >", "exit": "close < 1"}}))
+    r = cli("strategies", "save", str(bad), env=env)
+    assert r.returncode == 2 and "signals.entry" in r.stderr and "Traceback" not in r.stderr
