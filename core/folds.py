@@ -35,7 +35,7 @@ CHOICES = ("per_symbol", "universe")
 MIN_TEST_BARS = 2  # a test window needs at least one return
 MIN_TRAIN_BARS = 2
 _DURATION = re.compile(r"^([1-9][0-9]{0,3})([ymwd])$")
-_SIZE_SCHEMA = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 10_000_000},
+_SIZE_SCHEMA = {"oneOf": [{"type": "integer", "minimum": 2, "maximum": 10_000_000},
                           {"type": "string", "pattern": _DURATION.pattern}]}
 
 
