@@ -203,6 +203,9 @@ def check_mode(spec: BacktestSpec, strategy: Any) -> BacktestSpec:
     defaults when null) and the portfolio checks; a single-asset strategy takes no ``portfolio``
     and none of the portfolio-only metrics. SpecError naming the field otherwise."""
     if strategy_kind(strategy) == KIND_PORTFOLIO:
+        if spec.validation is not None:
+            raise SpecError("validation", "walk-forward validation is not supported for portfolio strategies "
+                                          f"({strategy.name!r} is one); use a single-asset strategy")
         spec = dataclasses.replace(spec, portfolio=spec.portfolio or Portfolio())
         check_portfolio_spec(spec, strategy)
         return spec
@@ -273,9 +276,6 @@ class Engine:
         strategy = resolve_strategy(spec, self.registry)
         spec = check_mode(spec, strategy)
         portfolio = spec.portfolio is not None
-        if portfolio and spec.validation is not None:
-            raise SpecError("validation", "walk-forward validation is not supported for portfolio strategies "
-                                          f"({strategy.name!r} is one); use a single-asset strategy")
         grid = expand_grid(strategy, spec.params, self.settings.max_grid)
         loader: BarsLoader | None = None
         if spec.symbols is not None:  # the limit before any data is fetched or read
