@@ -28,7 +28,8 @@ def frame() -> pd.DataFrame:
 
 
 def _spec(validation: dict, **extra: object) -> dict:
-    return {"strategy": "sma_crossover", "params": GRID, "metrics": {"periods_per_year": 252},
+    metrics = {"periods_per_year": 252, **({"benchmark": "SYM0002"} if isinstance(validation, dict) and validation.get("anchored") else {})}
+    return {"strategy": "sma_crossover", "params": GRID, "metrics": metrics,
             "costs": {"fees": 0.001}, "execution": {"direction": "both"}, "validation": validation, **extra}
 
 
@@ -59,12 +60,19 @@ def test_engine_equals_reference(frame: pd.DataFrame, validation: dict) -> None:
             assert g["symbol"] == w["symbol"]
             assert g["params"] == w["params"]
             assert _num(g["in_sample"]["sharpe"]) == pytest.approx(w["is_score"], rel=1e-9, abs=1e-12, nan_ok=True)
+            assert g["in_sample"]["total_return"] == pytest.approx(w["is_total_return"], rel=1e-9, abs=1e-12)
             for m, val in w["oos"].items():
                 assert _num(g["out_of_sample"][m]) == pytest.approx(val, rel=1e-9, abs=1e-12, nan_ok=True)
     for s in wf["symbols"]:
         curve = ref["curves"][s["symbol"]]
         np.testing.assert_allclose(s["equity"]["value"], curve, rtol=1e-10)
         assert s["metrics"]["final_equity"] == pytest.approx(curve[-1], rel=1e-10)
+        # a trade open at the end of a test window (not the last) counts as closed on the stitched curve
+        oos = [r["oos"] for f in ref["folds"] for r in f["rows"] if r["symbol"] == s["symbol"]]
+        assert s["metrics"]["num_trades"] == sum(o["num_trades"] + o["num_open_trades"] for o in oos[:-1]) + \
+            oos[-1]["num_trades"]
+        assert s["metrics"]["num_open_trades"] == oos[-1]["num_open_trades"]
+        assert s["metrics"]["max_drawdown"] <= min(o["max_drawdown"] for o in oos) + 1e-12
         assert s["metrics"]["total_return"] == pytest.approx(curve[-1] / 100_000.0 - 1, rel=1e-9)
         # walk-forward efficiency from its definition (docs/metrics.md)
         g = np.prod([1 + r["is_total_return"] for f in ref["folds"] for r in f["rows"] if r["symbol"] == s["symbol"]])

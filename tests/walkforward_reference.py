@@ -12,6 +12,7 @@ import pandas as pd
 from gpu_backtest import run_backtest
 from gpu_backtest.core.metrics import metric_direction
 
+OOS_METRICS = ("sharpe", "total_return", "num_trades", "num_open_trades", "max_drawdown", "alpha", "beta")
 UNITS = {"y": "years", "m": "months", "w": "weeks", "d": "days"}
 
 
@@ -110,7 +111,7 @@ def reference_walk_forward(spec: dict[str, Any], frame: pd.DataFrame, grid: dict
             level[sym] = curves[sym][-1]
             rows.append({"symbol": sym, "params": combos[picks[i]], "is_score": score[i, picks[i]],
                          "is_total_return": is_total[i, picks[i]],
-                         "oos": {m: res.table[m].iloc[0] for m in ("sharpe", "total_return", "num_trades")}})
+                         "oos": {m: res.table[m].iloc[0] for m in OOS_METRICS}})
         out_folds.append({"bounds": (a, b, c, d), "times": (times[a], times[b - 1], times[c], times[d - 1]),
                           "rows": rows})
     return {"folds": out_folds, "curves": curves}
