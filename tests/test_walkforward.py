@@ -28,7 +28,8 @@ def frame() -> pd.DataFrame:
 
 
 def _spec(validation: dict, **extra: object) -> dict:
-    metrics = {"periods_per_year": 252, **({"benchmark": "SYM0002"} if isinstance(validation, dict) and validation.get("anchored") else {})}
+    bench = isinstance(validation, dict) and validation.get("anchored")  # the anchored cases: with a benchmark
+    metrics = {"periods_per_year": 252, **({"benchmark": "SYM0002"} if bench else {})}
     return {"strategy": "sma_crossover", "params": GRID, "metrics": metrics,
             "costs": {"fees": 0.001}, "execution": {"direction": "both"}, "validation": validation, **extra}
 
