@@ -47,7 +47,7 @@ def _size(value: Any, where: str, minimum: int) -> int | str:
         if not minimum <= value <= 10_000_000:
             raise SpecError(where, f"must be from {minimum} to 10000000 bars, got {value}")
         return value
-    if isinstance(value, str) and _DURATION.match(value):
+    if isinstance(value, str) and _DURATION.fullmatch(value):
         return value
     raise SpecError(where, f"must be a number of bars or a duration such as \"2y\", \"6m\", \"12w\", \"30d\", "
                            f"got {value!r}")

@@ -125,6 +125,8 @@ def test_choose_rules() -> None:
 @pytest.mark.parametrize(("validation", "field"), [
     ({"train": 0, "test": 10}, "validation.train"),
     ({"train": "2q", "test": 10}, "validation.train"),
+    ({"train": "2y\n", "test": 10}, "validation.train"),
+    ({"train": 100, "test": "0d"}, "validation.test"),
     ({"train": 100}, "validation.test"),
     ({"train": 100, "test": True}, "validation.test"),
     ({"train": 100, "test": 1}, "validation.test"),
