@@ -63,7 +63,7 @@ def train_stage(task: PartitionTask, calendar: Calendar, fold: Fold, ctx: Contex
     spec = ctx.spec(task.plan_hash, task.spec)
     strategy = ctx.strategy(task.strategy.name, task.spec.get("strategy"))
     panel, bench = _bars(task, calendar, loader)
-    wanted = wanted_metrics(spec)
+    wanted = list(dict.fromkeys([*wanted_metrics(spec), "total_return"]))  # total_return: the efficiency's
     need_series = any(m in M.SERIES_METRICS for m in wanted)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     k = task.n_combinations
@@ -245,8 +245,7 @@ def assemble(spec: Any, calendar: Calendar, folds: list[Fold], symbols: Sequence
     times = [index[i].isoformat() for i in rows_oos] if spec.output.equity_curves else []
     sym_docs = []
     for s, sym in enumerate(symbols):
-        growth = np.prod([1.0 + is_metrics[k]["total_return"][s] for k in range(len(folds))]) \
-            if "total_return" in is_metrics[0] else float("nan")
+        growth = np.prod([1.0 + is_metrics[k]["total_return"][s] for k in range(len(folds))])
         n_is = sum(f.train_stop - f.train_start for f in folds)
         ann_is = annualised(float(growth) - 1.0, n_is, ppy)
         ann_oos = annualised(float(stitched[-1, s] / init - 1.0), n_oos, ppy)

@@ -143,6 +143,21 @@ def test_bad_validation(frame: pd.DataFrame, validation: object, field: str) -> 
     assert err.value.path == field
 
 
+def test_metric_subset_and_no_parameters(frame: pd.DataFrame) -> None:
+    spec = _spec({"train": 120, "test": 60}, output={"rank_by": "cagr", "metrics": ["sortino"]})
+    wf = run_backtest(spec, frame, backend="cpu").info["walk_forward"]
+    assert set(wf["folds"][0]["symbols"][0]["in_sample"]) == {"sortino", "cagr"}
+    assert all(s["annualised_is_return"] is not None for s in wf["symbols"])
+    hold = run_backtest({"strategy": "buy_and_hold", "validation": {"train": 100, "test": 100, "anchored": True,
+                                                                     "choose": "universe"}}, frame, backend="cpu")
+    wf = hold.info["walk_forward"]
+    assert wf["n_folds"] == 3 and all(f["params"] == {} for f in wf["folds"])
+    for s in wf["symbols"]:  # buy and hold per window: the stitched return chains the windows' returns
+        total = np.prod([1 + f["symbols"][i]["out_of_sample"]["total_return"] for f in wf["folds"]
+                         for i, r in enumerate(f["symbols"]) if r["symbol"] == s["symbol"]]) - 1
+        assert s["metrics"]["total_return"] == pytest.approx(total, rel=1e-9)
+
+
 def test_portfolio_strategy_rejected(frame: pd.DataFrame) -> None:
     spec = {"strategy": "equal_weight", "validation": {"train": 100, "test": 50}}
     with pytest.raises(SpecError) as err:
