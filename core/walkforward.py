@@ -244,6 +244,9 @@ def assemble(spec: Any, calendar: Calendar, folds: list[Fold], symbols: Sequence
     agg.update(M.series_metrics(M.returns_from_equity(stitched, init), ppy, spec.metrics.risk_free, sbench))
     times = [index[i].isoformat() for i in rows_oos] if spec.output.equity_curves else []
     sym_docs = []
+    # stitched curves for the best output.top_k symbols only (by their out-of-sample rank_by): what a
+    # job stores stays O(top_k × bars), not O(symbols × bars)
+    keep = set(best_symbols(agg.get(spec.output.rank_by), spec.output.rank_by, spec.output.top_k))
     for s, sym in enumerate(symbols):
         growth = np.prod([1.0 + is_metrics[k]["total_return"][s] for k in range(len(folds))])
         n_is = sum(f.train_stop - f.train_start for f in folds)
@@ -253,7 +256,7 @@ def assemble(spec: Any, calendar: Calendar, folds: list[Fold], symbols: Sequence
                              "annualised_is_return": json_scalar(ann_is),
                              "annualised_oos_return": json_scalar(ann_oos),
                              "efficiency": json_scalar(efficiency(ann_oos, ann_is))}
-        if spec.output.equity_curves:
+        if spec.output.equity_curves and s in keep:
             d["equity"] = {"time": times, "value": [float(x) for x in stitched[:, s]]}
         sym_docs.append(d)
     effs = [d["efficiency"] for d in sym_docs if d["efficiency"] is not None]
@@ -261,6 +264,15 @@ def assemble(spec: Any, calendar: Calendar, folds: list[Fold], symbols: Sequence
             "rank_by": spec.output.rank_by, "n_folds": len(folds), "oos_bars": n_oos,
             "mean_efficiency": json_scalar(float(np.mean(effs))) if effs else None,
             "folds": fold_docs, "symbols": sym_docs}
+
+
+def best_symbols(values: np.ndarray | None, rank_by: str, k: int) -> list[int]:
+    """Indices of the ``k`` best symbols by ``values`` of metric ``rank_by`` (NaN last, ties by index)."""
+    if values is None or k <= 0:
+        return []
+    v = np.asarray(values, dtype=np.float64) * M.metric_direction(rank_by)
+    order = np.lexsort((np.arange(len(v)), np.where(np.isnan(v), np.inf, -v)))
+    return [int(i) for i in order[:k]]
 
 
 RunTasks = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
