@@ -379,6 +379,7 @@ class Engine:
         info["data"] = data_info(plan.data, ex.calendar, without)
         if plan.mode == MODE_PORTFOLIO:
             info["portfolio"] = portfolio_info(spec, resolve_strategy(spec, self.registry), ex.notes)
+        info["walk_forward"] = None  # every info has the key (the API's documents list every field)
         if spec.validation is not None:  # walk-forward folds (core/walkforward.py)
             if progress:
                 progress(0.95, "walk-forward")
