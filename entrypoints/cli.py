@@ -107,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.spec}: the spec must be a JSON object")
         spec = {**spec, "source": args.source}
     result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend)
+    if args.report:
+        write_report(result, args.report)
     if args.json:
         json.dump(result.to_dict(limit=args.limit), sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
@@ -115,6 +117,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "walk_forward" in result.info:
             print_folds(result.info["walk_forward"])
     return 0
+
+
+def write_report(result: Any, path: str) -> None:
+    """The run's HTML report (core/report.py: the page GET /backtest/{id}/report serves) to ``path``."""
+    from ..core.artifacts import Artifact
+    from ..core.engine import SUMMARY_ROWS
+    from ..core.report import build_report
+
+    table = ([result.table] if result.artifact is None else
+             Artifact.open(result.artifact).piece_batches(["symbol", *result.param_names, result.info["rank_by"]]))
+    spec = result.spec
+    page = build_report(result.info, result.rows(SUMMARY_ROWS), result.details, table=table,
+                        init_cash=float(spec.execution.init_cash), risk_free=float(spec.metrics.risk_free))
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
 
 
 def _strategy_catalog() -> Any:
@@ -311,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compact", action="store_true", help="with --json: one line")
     run.add_argument("--limit", type=int, default=None, help="result rows to print (table default 20)")
     run.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None)
+    run.add_argument("--report", metavar="FILE", help="also write the run's HTML report (one offline page) to FILE")
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("strategies", help="list strategies; save, show or delete saved expression strategies",

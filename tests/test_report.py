@@ -1,0 +1,206 @@
+"""The HTML report (core/report.py): the derived series, escaping, the HTTP routes, and the pages
+in headless Chromium (the system's `chromium`, driven by Playwright; skipped where either is missing).
+
+Screenshots go to tests/artifacts/ (gitignored; CI keeps it)."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpu_backtest.api import run_backtest
+from gpu_backtest.core.config import Settings
+from gpu_backtest.core.report import build_report, drawdown, monthly_returns, rolling_sharpe
+from gpu_backtest.web.app import create_app
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SYMBOLS = ["SYN001", "SYN002", "SYN003"]
+SWEEP = {"strategy": "sma_crossover", "symbols": SYMBOLS, "start": "2016-01-01",
+         "params": {"fast": [5, 10, 15], "slow": [30, 40, 50, 60]}, "output": {"top_k": 3}}
+SINGLE = {"strategy": "sma_crossover", "symbols": ["SYN001"], "start": "2016-01-01",
+          "params": {"fast": 10, "slow": 40}}
+PORTFOLIO = {"strategy": "xs_momentum", "symbols": [f"SYN{i:03d}" for i in range(1, 13)], "start": "2016-01-01"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("report_data")
+
+
+def _settings(path: Path) -> Settings:
+    return Settings.from_env({"GPU_BACKTEST_DATA_DIR": str(path), "GPU_BACKTEST_BACKEND": "cpu",
+                              "GPU_SERVER_HOST": "127.0.0.1"})
+
+
+def _page(spec: dict[str, Any], data_dir: Path) -> tuple[str, Any]:
+    result = run_backtest(spec, settings=_settings(data_dir), backend="cpu")
+    page = build_report(result.info, result.rows(20), result.details, table=[result.table],
+                        column_link=lambda n: f"columns/{n}/report", init_cash=100_000.0)
+    return page, result
+
+
+def _cards(page: str) -> dict[str, str]:
+    return dict(re.findall(r'data-metric="([^"]+)" data-value="([^"]*)"', page))
+
+
+# --------------------------------------------------------------------------- the numbers
+
+
+def test_drawdown_monthly_and_rolling_sharpe_follow_their_definitions() -> None:
+    idx = pd.date_range("2020-01-01", periods=90, freq="D", tz="UTC")
+    rng = np.random.default_rng(3)
+    eq = pd.Series(100.0 * np.cumprod(1 + rng.normal(0.001, 0.01, len(idx))), index=idx)
+    dd = drawdown(eq, 100.0)
+    peak = np.maximum.accumulate(np.concatenate([[100.0], eq.to_numpy()]))[1:]
+    assert np.allclose(dd.to_numpy(), eq.to_numpy() / peak - 1)
+    mr = monthly_returns(eq, 100.0)
+    jan = eq[eq.index.month == 1].iloc[-1]
+    feb = eq[eq.index.month == 2].iloc[-1]
+    assert mr.loc[2020, 1] == pytest.approx(jan / 100.0 - 1) and mr.loc[2020, 2] == pytest.approx(feb / jan - 1)
+    assert mr.shape == (1, 12) and np.isnan(mr.loc[2020, 12])
+    r = eq.pct_change().fillna(eq.iloc[0] / 100.0 - 1)
+    rs = rolling_sharpe(r, 20, 252.0)
+    tail = r.iloc[-20:]
+    assert rs.iloc[-1] == pytest.approx(tail.mean() / tail.std(ddof=1) * np.sqrt(252.0))
+    assert rs.iloc[:19].isna().all()
+
+
+def test_user_text_is_escaped() -> None:
+    evil = '<script>alert(1)</script>"'
+    idx = [f"2020-01-{d:02d}T00:00:00+00:00" for d in range(1, 11)]
+    detail = {"column": 0, "symbol": evil, "params": {"p": evil}, "metrics": {"sharpe": 1.5},
+              "equity": {"time": idx, "value": [100.0 + i for i in range(10)]},
+              "trades": [{"symbol": evil, "entry_time": idx[0], "exit_time": idx[3], "pnl": 1.0, "return": 0.01,
+                          "exit_reason": evil}]}
+    info = {"strategy": evil, "mode": "signals", "n_columns": 1, "rank_by": "sharpe"}
+    page = build_report(info, [{"rank": 1, **detail}], [detail])
+    body = page.split("</head>", 1)[1]
+    assert "<script>alert" not in body and html.escape(evil) in body
+    assert _cards(page) == {"sharpe": "1.5"}
+
+
+# --------------------------------------------------------------------------- the routes
+
+
+@pytest.mark.asyncio
+async def test_report_routes(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(_settings(tmp_path), cluster=False, shutdown_grace_s=1))
+    job = await (await client.post("/backtest", json=SWEEP)).json()
+    base = f"/backtest/{job['job_id']}"
+    assert job["links"]["report"] == f"{base}/report"
+    early = await client.get(f"{base}/report")
+    for _ in range(5):
+        doc = await (await client.get(base, params={"wait": "60"})).json()
+        if doc["status"] not in ("queued", "running"):
+            break
+    assert doc["status"] == "succeeded", doc
+    assert early.status in (200, 409)
+    resp = await client.get(f"{base}/report")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    page = await resp.text()
+    best = doc["top"][0]
+    cards = _cards(page)
+    assert cards and all(float(v) == best["metrics"][k] for k, v in cards.items() if v), cards
+    assert 'data-chart="heat_0"' in page and 'data-chart="distribution"' in page
+    links = re.findall(r'href="(/backtest/[0-9a-f]+/columns/\d+/report)"', page)
+    assert [int(u.split("/")[-2]) for u in links[:len(doc["top"])]] == [r["column"] for r in doc["top"]]
+    col = await client.get(links[1])
+    assert col.status == 200
+    assert "column" in await col.text() and _cards(await col.text())
+    assert (await client.get(f"/backtest/{'0' * 32}/report")).status == 404
+    if _chromium() is not None:  # served with its Content-Security-Policy: still drawn, no errors
+        errors, drawn = await _served(str(client.make_url(f"{base}/report")))
+        assert not errors and drawn and all(n > 0 for n in drawn.values()), (errors, drawn)
+    assert (await client.get(f"{base}/columns/9999/report")).status == 404
+
+
+def test_cli_writes_the_report(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from gpu_backtest.entrypoints.cli import main
+
+    monkeypatch.setenv("GPU_BACKTEST_DATA_DIR", str(data_dir))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SWEEP))
+    out = tmp_path / "out.html"
+    assert main(["run", str(spec), "--backend", "cpu", "--report", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and 'data-chart="equity"' in page and "cdn" not in page.lower()[:2000]
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+async def _served(url: str) -> tuple[list[str], dict[str, int]]:
+    async_api = pytest.importorskip("playwright.async_api")
+    errors: list[str] = []
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            tab = await browser.new_page()
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            await tab.goto(url)
+            await tab.wait_for_function(ALL_DRAWN, timeout=30_000)
+            drawn = await tab.evaluate(COUNT_PATHS)
+        finally:
+            await browser.close()
+    return errors, drawn
+
+
+ALL_DRAWN = ("document.querySelectorAll('.chart .main-svg').length >= "
+             "document.querySelectorAll('.chart').length")
+COUNT_PATHS = """() => Object.fromEntries([...document.querySelectorAll('.chart')].map(c =>
+    [c.dataset.chart, [...c.querySelectorAll('svg path')].filter(p => (p.getAttribute('d') || '')
+      .length > 2).length + c.querySelectorAll('svg image').length]))"""
+
+
+def _drawn(page_file: Path, shot: Path) -> tuple[list[str], dict[str, int], dict[str, str]]:
+    """Open the page: (console errors, SVG paths/images per chart, the headline cards' texts)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 900})
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(page_file.as_uri())
+            tab.wait_for_function(ALL_DRAWN, timeout=30_000)
+            drawn = tab.evaluate(COUNT_PATHS)
+            cards = tab.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.card')].map(c =>
+                [c.dataset.metric, c.dataset.value]))""")
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            tab.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    return errors, drawn, cards
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine")
+@pytest.mark.parametrize("name", ["single", "sweep", "portfolio"])
+def test_report_in_chromium(name: str, data_dir: Path, tmp_path: Path) -> None:
+    spec = {"single": SINGLE, "sweep": SWEEP, "portfolio": PORTFOLIO}[name]
+    page, result = _page(spec, data_dir)
+    assert len(page.encode()) < 6 * 1024**2
+    path = tmp_path / f"{name}.html"
+    path.write_text(page, encoding="utf-8")
+    errors, drawn, cards = _drawn(path, ARTIFACTS / f"report-{name}.png")
+    assert not errors, errors
+    assert drawn and all(n > 0 for n in drawn.values()), drawn
+    want = {"single": {"equity", "monthly", "rolling_sharpe"}, "sweep": {"heat_0", "heat_1", "distribution"},
+            "portfolio": {"equity", "holdings"}}[name]
+    assert want <= set(drawn), drawn
+    best = result.rows(1)[0]["metrics"]  # the job's ranked row, as GET /backtest/{id} gives it
+    assert cards and all(float(v) == best[k] for k, v in cards.items() if v), (cards, best)
