@@ -247,7 +247,7 @@ def _curve_section(page: _Page, detail: dict[str, Any], info: dict[str, Any], in
     mr = monthly_returns(eq, init_cash)
     page.chart("monthly", "Monthly returns", [{
         "type": "heatmap", "x": [f"{m:02d}" for m in mr.columns], "y": [str(y) for y in mr.index],
-        "z": [_floats(r) for r in mr.to_numpy()], "colorscale": "RdBu", "zmid": 0, "xgap": 1, "ygap": 1,
+        "z": [_floats(r) for r in mr.to_numpy()], "colorscale": "RdBu", "reversescale": True, "zmid": 0, "xgap": 1, "ygap": 1,
         "hovertemplate": "%{y}-%{x}: %{z:.2%}<extra></extra>"}],
         {"yaxis": {"type": "category", "autorange": "reversed"}, "xaxis": {"type": "category"}},
         height=max(240, 40 + 22 * len(mr)))
