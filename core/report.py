@@ -143,6 +143,31 @@ def _times(index: pd.DatetimeIndex, idx: np.ndarray) -> list[str]:
     return [t.isoformat() for t in index[idx]]
 
 
+def benchmark_curve(engine: Any, spec: Any, info: dict[str, Any], detail: dict[str, Any] | None,
+                    data: Any = None) -> dict[str, Any] | None:
+    """The spec's benchmark (``metrics.benchmark``) on the equity curve's bars: ``{"symbol",
+    "returns"}``, its simple close-to-close returns as alpha/beta use them (core/loaders.py,
+    0 where undefined). None without a benchmark or an equity curve. ``engine``: an `Engine`
+    (its data service reads the store, or ``data`` as a run took it); the run's first and last
+    bar pinned (``info.start``/``info.end``)."""
+    from .loaders import StoreLoader, benchmark_returns
+    from .spec import BacktestSpec
+
+    eq = equity_series(detail or {})
+    doc = BacktestSpec.from_dict(spec).to_dict()
+    if eq is None or not (doc.get("metrics") or {}).get("benchmark"):
+        return None
+    doc["start"] = info.get("start") or doc.get("start")
+    doc["end"] = info.get("end") or doc.get("end")
+    plan, loader = engine.plan(doc, data)
+    bench = plan.data.benchmark
+    if bench is None:
+        return None
+    src = loader if loader is not None else StoreLoader(plan.data)
+    ns = eq.index.as_unit("ns").asi8
+    return {"symbol": bench, "returns": benchmark_returns(src.series([bench])[0], ns)}
+
+
 # -- the sweep's table ------------------------------------------------------------------------
 def sweep_views(batches: Iterable[pd.DataFrame], rank_by: str, params: list[str], best: dict[str, Any],
                 portfolio: bool = False) -> dict[str, Any]:
@@ -228,7 +253,7 @@ def _kv_table(doc: dict[str, Any]) -> str:
 
 
 def _curve_section(page: _Page, detail: dict[str, Any], info: dict[str, Any], init_cash: float | None,
-                   risk_free: float) -> None:
+                   risk_free: float, benchmark: dict[str, Any] | None = None) -> None:
     eq = equity_series(detail)
     if eq is None or not len(eq):
         page.add('<p class="note">This job stored no equity curve (spec output.equity_curves false).</p>')
@@ -236,18 +261,27 @@ def _curve_section(page: _Page, detail: dict[str, Any], info: dict[str, Any], in
     idx = _thin(len(eq))
     t = _times(eq.index, idx)
     dd = drawdown(eq, init_cash)
-    page.chart("equity", "Equity and drawdown", [
+    extra = []
+    if benchmark is not None and len(benchmark["returns"]) == len(eq):
+        base = init_cash if init_cash is not None else float(eq.iloc[0])
+        curve = base * np.cumprod(1.0 + np.asarray(benchmark["returns"], dtype=np.float64))
+        extra.append({"type": "scatter", "mode": "lines", "name": esc(f"benchmark {benchmark['symbol']}"), "x": t,
+                      "y": _floats(curve[idx]), "line": {"color": "#7f7f7f", "dash": "dot"}})
+    page.chart("equity", "Equity and drawdown" + (" (dotted: the benchmark, same starting cash)" if extra else ""), [
+        *extra,
         {"type": "scatter", "mode": "lines", "name": "equity", "x": t, "y": _floats(eq.to_numpy()[idx]),
          "line": {"color": "#1f77b4"}},
         {"type": "scatter", "mode": "lines", "name": "drawdown", "x": t, "y": _floats(dd.to_numpy()[idx]),
          "xaxis": "x", "yaxis": "y2", "fill": "tozeroy", "line": {"color": "#d62728"}}],
         {"grid": {"rows": 2, "columns": 1, "pattern": "coupled"}, "yaxis": {"domain": [0.35, 1], "title": "equity"},
-         "yaxis2": {"domain": [0, 0.28], "title": "drawdown", "tickformat": ".0%"}, "showlegend": False},
+         "yaxis2": {"domain": [0, 0.28], "title": "drawdown", "tickformat": ".0%"}, "showlegend": bool(extra),
+         "legend": {"orientation": "h", "y": 1.08}},
         height=480)
     mr = monthly_returns(eq, init_cash)
     page.chart("monthly", "Monthly returns", [{
         "type": "heatmap", "x": [f"{m:02d}" for m in mr.columns], "y": [str(y) for y in mr.index],
-        "z": [_floats(r) for r in mr.to_numpy()], "colorscale": "RdBu", "reversescale": True, "zmid": 0, "xgap": 1, "ygap": 1,
+        "z": [_floats(r) for r in mr.to_numpy()], "colorscale": "RdBu", "reversescale": True, "zmid": 0,
+        "xgap": 1, "ygap": 1,
         "hovertemplate": "%{y}-%{x}: %{z:.2%}<extra></extra>"}],
         {"yaxis": {"type": "category", "autorange": "reversed"}, "xaxis": {"type": "category"}},
         height=max(240, 40 + 22 * len(mr)))
@@ -376,11 +410,13 @@ th{background:#f5f5f5}.kv th{text-align:left}.note{color:#666;font-size:.9em}.ch
 def build_report(info: dict[str, Any], top: list[dict[str, Any]], details: list[dict[str, Any]], *,
                  table: Iterable[pd.DataFrame] | None = None, title: str | None = None,
                  column_link: Callable[[int], str] | None = None, init_cash: float | None = None,
-                 risk_free: float = 0.0, subtitle: str | None = None) -> str:
+                 risk_free: float = 0.0, subtitle: str | None = None,
+                 benchmark: dict[str, Any] | None = None) -> str:
     """The report page (HTML text, self-contained). ``info``/``top``/``details``: the job's
     summary info, its top rows and top-k details; ``table``: the result table's batches (sweeps:
     the heat-maps and the distribution); ``column_link``: a column's report URL (the top-k
-    table links to it); ``init_cash``/``risk_free``: the spec's, for drawdown and rolling Sharpe."""
+    table links to it); ``init_cash``/``risk_free``: the spec's, for drawdown and rolling Sharpe;
+    ``benchmark``: `benchmark_curve`'s, drawn beside the equity."""
     page = _Page()
     portfolio = info.get("mode") == "portfolio"
     best = details[0] if details else None
@@ -399,7 +435,7 @@ def build_report(info: dict[str, Any], top: list[dict[str, Any]], details: list[
         page.add(f'<h2>Best column: {esc(who)} <span class="note">{esc(params)}</span></h2>')
         page.add(_metric_cards(head_row.get("metrics") or (best or {}).get("metrics") or {}))
     if best is not None:
-        _curve_section(page, best, info, init_cash, risk_free)
+        _curve_section(page, best, info, init_cash, risk_free, benchmark)
         if portfolio or best.get("holdings"):
             _holdings_section(page, best.get("holdings") or [])
         _trades_section(page, best.get("trades") or [])

@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = {**spec, "source": args.source}
     result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend)
     if args.report:
-        write_report(result, args.report)
+        write_report(result, args.report, list(args.data) if args.data else None)
     if args.json:
         json.dump(result.to_dict(limit=args.limit), sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
@@ -119,7 +119,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_report(result: Any, path: str) -> None:
+def _benchmark(result: Any, data: Any) -> dict[str, Any] | None:
+    """The report's benchmark curve (None when there is none or it cannot be read)."""
+    from ..core.backend import select_backend
+    from ..core.config import Settings
+    from ..core.engine import Engine
+    from ..core.report import benchmark_curve
+    from ..plugins.manager import default_registry
+
+    try:
+        settings = Settings.from_env()
+        engine = Engine(settings, select_backend(settings, "cpu"), default_registry())
+        return benchmark_curve(engine, result.spec.to_dict(), result.info, (result.details or [None])[0], data)
+    except Exception as exc:
+        logging.getLogger(__name__).info("report without its benchmark: %s", exc)
+        return None
+
+
+def write_report(result: Any, path: str, data: Any = None) -> None:
     """The run's HTML report (core/report.py: the page GET /backtest/{id}/report serves) to ``path``."""
     from ..core.artifacts import Artifact
     from ..core.engine import SUMMARY_ROWS
@@ -129,7 +146,8 @@ def write_report(result: Any, path: str) -> None:
              Artifact.open(result.artifact).piece_batches(["symbol", *result.param_names, result.info["rank_by"]]))
     spec = result.spec
     page = build_report(result.info, result.rows(SUMMARY_ROWS), result.details, table=table,
-                        init_cash=float(spec.execution.init_cash), risk_free=float(spec.metrics.risk_free))
+                        init_cash=float(spec.execution.init_cash), risk_free=float(spec.metrics.risk_free),
+                        benchmark=_benchmark(result, data))
     try:
         Path(path).write_text(page, encoding="utf-8")
     except OSError as exc:

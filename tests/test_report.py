@@ -16,16 +16,20 @@ import pandas as pd
 import pytest
 
 from gpu_backtest.api import run_backtest
+from gpu_backtest.core.backend import select_backend
 from gpu_backtest.core.config import Settings
-from gpu_backtest.core.report import build_report, drawdown, monthly_returns, rolling_sharpe
+from gpu_backtest.core.engine import Engine
+from gpu_backtest.core.report import benchmark_curve, build_report, drawdown, monthly_returns, rolling_sharpe
+from gpu_backtest.plugins.manager import default_registry
 from gpu_backtest.web.app import create_app
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SYMBOLS = ["SYN001", "SYN002", "SYN003"]
 SWEEP = {"strategy": "sma_crossover", "symbols": SYMBOLS, "start": "2016-01-01",
-         "params": {"fast": [5, 10, 15], "slow": [30, 40, 50, 60]}, "output": {"top_k": 3}}
+         "params": {"fast": [5, 10, 15], "slow": [30, 40, 50, 60]}, "output": {"top_k": 3},
+         "metrics": {"benchmark": "SYN010"}}
 SINGLE = {"strategy": "sma_crossover", "symbols": ["SYN001"], "start": "2016-01-01",
-          "params": {"fast": 10, "slow": 40}}
+          "params": {"fast": 10, "slow": 40}, "metrics": {"benchmark": "SYN010"}}
 PORTFOLIO = {"strategy": "xs_momentum", "symbols": [f"SYN{i:03d}" for i in range(1, 13)], "start": "2016-01-01"}
 
 
@@ -40,9 +44,15 @@ def _settings(path: Path) -> Settings:
 
 
 def _page(spec: dict[str, Any], data_dir: Path) -> tuple[str, Any]:
-    result = run_backtest(spec, settings=_settings(data_dir), backend="cpu")
+    settings = _settings(data_dir)
+    result = run_backtest(spec, settings=settings, backend="cpu")
+    engine = Engine(settings, select_backend(settings, "cpu"), default_registry())
+    bench = benchmark_curve(engine, result.spec.to_dict(), result.info, result.details[0])
+    if "benchmark" in spec.get("metrics", {}):
+        eq = result.details[0]["equity"]["value"]
+        assert bench is not None and len(bench["returns"]) == len(eq) and bench["returns"][0] == 0.0
     page = build_report(result.info, result.rows(20), result.details, table=[result.table],
-                        column_link=lambda n: f"columns/{n}/report", init_cash=100_000.0)
+                        column_link=lambda n: f"columns/{n}/report", init_cash=100_000.0, benchmark=bench)
     return page, result
 
 
@@ -109,6 +119,7 @@ async def test_report_routes(aiohttp_client: Any, tmp_path: Path) -> None:
     cards = _cards(page)
     assert cards and all(float(v) == best["metrics"][k] for k, v in cards.items() if v), cards
     assert 'data-chart="heat_0"' in page and 'data-chart="distribution"' in page
+    assert '"name":"benchmark SYN010"' in page
     links = re.findall(r'href="(/backtest/[0-9a-f]+/columns/\d+/report)"', page)
     assert [int(u.split("/")[-2]) for u in links[:len(doc["top"])]] == [r["column"] for r in doc["top"]]
     col = await client.get(links[1])
@@ -132,7 +143,8 @@ def test_cli_writes_the_report(tmp_path: Path, data_dir: Path, monkeypatch: pyte
     out = tmp_path / "out.html"
     assert main(["run", str(spec), "--backend", "cpu", "--report", str(out)]) == 0
     page = out.read_text()
-    assert page.startswith("<!DOCTYPE html>") and 'data-chart="equity"' in page and "cdn" not in page.lower()[:2000]
+    assert page.startswith("<!DOCTYPE html>") and 'data-chart="equity"' in page and 'data-chart="heat_1"' in page
+    assert '"name":"benchmark SYN010"' in page  # read from the store as the run did
 
 
 # --------------------------------------------------------------------------- in Chromium

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -28,7 +29,7 @@ from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
 from ..core.jobstatus import CANCELLED, QUEUED, RUNNING, STATUSES, SUCCEEDED
 from ..core.jsonsafe import json_cell, to_jsonable
-from ..core.report import build_report
+from ..core.report import benchmark_curve, build_report
 from ..core.timeutil import utc_now
 from . import keys as K
 from . import schemas as S
@@ -37,6 +38,7 @@ from .jobwatch import POLL_S
 from .openapi import MAX_WAIT_S, TOP_DEFAULT, TOP_MAX
 from .uploads import closing_error
 
+log = logging.getLogger(__name__)
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 VIEWS = ("compact", "status", "full")
 
@@ -409,7 +411,7 @@ async def backtest_report(request: web.Request) -> web.Response:
     job = await _job(request)
     _require_succeeded(job, "its report exists")
     details = await _stored_details(job)
-    return _html(await asyncio.to_thread(report_for_job, job, details))
+    return _html(await asyncio.to_thread(report_for_job, job, details, request.app[K.ENGINE]))
 
 
 async def backtest_column_report(request: web.Request) -> web.Response:
@@ -421,7 +423,9 @@ async def backtest_column_report(request: web.Request) -> web.Response:
         build_report, {**info, "n_columns": 1}, [{"rank": rank, **row}], [detail],
         title=f"{info.get('strategy', 'backtest')}: column {detail.get('column')}",
         subtitle=f"column {detail.get('column')} (rank {rank if rank is not None else 'beyond the stored top'}) "
-                 f"of job {job.id}", **_spec_options(job.spec))
+                 f"of job {job.id}", benchmark=await asyncio.to_thread(_benchmark, request.app[K.ENGINE], job.spec,
+                                                                       info, detail),
+        **_spec_options(job.spec))
     return _html(page)
 
 
@@ -436,7 +440,7 @@ def _spec_options(spec: Any) -> dict[str, Any]:
     return {"init_cash": float(parsed.execution.init_cash), "risk_free": float(parsed.metrics.risk_free)}
 
 
-def report_for_job(job: Any, details: list[dict[str, Any]]) -> str:
+def report_for_job(job: Any, details: list[dict[str, Any]], engine: Any = None) -> str:
     """The report page of a succeeded job: its summary, details and (sweeps) its stored table."""
     summary = job.summary if isinstance(job.summary, dict) else {}
     info = summary.get("info") or {}
@@ -446,7 +450,17 @@ def report_for_job(job: Any, details: list[dict[str, Any]]) -> str:
         params = list((top[0].get("params") or {}) if top else [])
         table = Artifact.open(job.artifact_path).piece_batches(["symbol", *params, str(info.get("rank_by"))])
     return build_report(info, top, details, table=table, column_link=lambda n: f"/backtest/{job.id}/columns/{n}/report",
+                        benchmark=_benchmark(engine, job.spec, info, details[0] if details else None),
                         **_spec_options(job.spec))
+
+
+def _benchmark(engine: Any, spec: Any, info: dict[str, Any], detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's benchmark curve; None when it cannot be read now (the report goes on without it)."""
+    try:
+        return benchmark_curve(engine, spec, info, detail)
+    except Exception as exc:
+        log.info("report without its benchmark: %s", exc)
+        return None
 
 
 def _require_succeeded(job: Any, what: str) -> None:
