@@ -247,7 +247,10 @@ def _metric_cards(metrics: dict[str, Any]) -> str:
 
 
 def _kv_table(doc: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(fmt(k, v) if _num(v) is not None else v)}</td></tr>"
+    def text(k: str, v: Any) -> str:
+        return fmt(k, v) if _num(v) is not None and not isinstance(v, bool) else "–" if v is None else str(v)
+
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(text(k, v))}</td></tr>"
                    for k, v in doc.items() if not isinstance(v, dict | list))
     return f'<table class="kv">{rows}</table>'
 
@@ -275,7 +278,7 @@ def _curve_section(page: _Page, detail: dict[str, Any], info: dict[str, Any], in
          "xaxis": "x", "yaxis": "y2", "fill": "tozeroy", "line": {"color": "#d62728"}}],
         {"grid": {"rows": 2, "columns": 1, "pattern": "coupled"}, "yaxis": {"domain": [0.35, 1], "title": "equity"},
          "yaxis2": {"domain": [0, 0.28], "title": "drawdown", "tickformat": ".0%"}, "showlegend": bool(extra),
-         "legend": {"orientation": "h", "y": 1.08}},
+         "legend": {"orientation": "h", "x": 0, "y": -0.1}, "margin": {"l": 60, "r": 20, "t": 40, "b": 70}},
         height=480)
     mr = monthly_returns(eq, init_cash)
     page.chart("monthly", "Monthly returns", [{

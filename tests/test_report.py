@@ -30,7 +30,10 @@ SWEEP = {"strategy": "sma_crossover", "symbols": SYMBOLS, "start": "2016-01-01",
          "metrics": {"benchmark": "SYN010"}}
 SINGLE = {"strategy": "sma_crossover", "symbols": ["SYN001"], "start": "2016-01-01",
           "params": {"fast": 10, "slow": 40}, "metrics": {"benchmark": "SYN010"}}
-PORTFOLIO = {"strategy": "xs_momentum", "symbols": [f"SYN{i:03d}" for i in range(1, 13)], "start": "2016-01-01"}
+WALK_FORWARD = {**SWEEP, "symbols": ["SYN001", "SYN002"], "validation": {"method": "walk_forward", "train": "1y",
+                                                                       "test": "6m"}}
+PORTFOLIO = {"strategy": "xs_momentum", "symbols": [f"SYN{i:03d}" for i in range(1, 13)],  # a portfolio sweep
+             "start": "2016-01-01", "params": {"lookback": [63, 126, 252], "top_n": [3, 5]}}
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +204,9 @@ def _drawn(page_file: Path, shot: Path) -> tuple[list[str], dict[str, int], dict
 
 
 @pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine")
-@pytest.mark.parametrize("name", ["single", "sweep", "portfolio"])
+@pytest.mark.parametrize("name", ["single", "sweep", "portfolio", "walk_forward"])
 def test_report_in_chromium(name: str, data_dir: Path, tmp_path: Path) -> None:
-    spec = {"single": SINGLE, "sweep": SWEEP, "portfolio": PORTFOLIO}[name]
+    spec = {"single": SINGLE, "sweep": SWEEP, "portfolio": PORTFOLIO, "walk_forward": WALK_FORWARD}[name]
     page, result = _page(spec, data_dir)
     assert len(page.encode()) < 6 * 1024**2
     path = tmp_path / f"{name}.html"
@@ -212,7 +215,8 @@ def test_report_in_chromium(name: str, data_dir: Path, tmp_path: Path) -> None:
     assert not errors, errors
     assert drawn and all(n > 0 for n in drawn.values()), drawn
     want = {"single": {"equity", "monthly", "rolling_sharpe"}, "sweep": {"heat_0", "heat_1", "distribution"},
-            "portfolio": {"equity", "holdings"}}[name]
+            "portfolio": {"equity", "holdings", "heat_0", "distribution"},
+            "walk_forward": {"equity", "walk_forward"}}[name]
     assert want <= set(drawn), drawn
     best = result.rows(1)[0]["metrics"]  # the job's ranked row, as GET /backtest/{id} gives it
     assert cards and all(float(v) == best[k] for k, v in cards.items() if v), (cards, best)
