@@ -27,6 +27,7 @@ import pandas as pd
 MAX_POINTS = 5000  # an equity curve longer than this is thinned to every k-th bar (and the last)
 MAX_TRADES_SHOWN = 500  # rows of the trades table (the P&L histogram uses every trade)
 HIST_BINS = 60
+MAX_SLICES = 50  # a third parameter with at most this many values gets a slice selector on the heat-maps
 HEADLINE = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "annual_volatility",
             "num_trades", "win_rate", "profit_factor", "turnover", "avg_holdings", "final_equity")
 PERCENT = {"total_return", "cagr", "max_drawdown", "annual_volatility", "win_rate", "exposure", "best_trade",
@@ -197,18 +198,30 @@ def sweep_views(batches: Iterable[pd.DataFrame], rank_by: str, params: list[str]
         return out
     usable.sort(key=lambda p: -table[p].nunique())
     px, py = sorted(usable[:2], key=lambda p: params.index(p))
-    held = {p: best["params"].get(p) for p in usable[2:]}
+    ps = usable[2] if len(usable) > 2 and table[usable[2]].nunique() <= MAX_SLICES else None
+    held = {p: best["params"].get(p) for p in usable[2:] if p != ps}
     sub = table
     for p, v in held.items():
         sub = sub[sub[p] == v]
-    out["heat"] = {"x": px, "y": py, "held": held, "maps": []}
+    xs, ys = sorted(sub[px].unique()), sorted(sub[py].unique())
+    out["heat"] = {"x": px, "y": py, "held": held, "slice": ps, "maps": []}
     groups = [("median across symbols" if not portfolio else "every portfolio", sub)]
     if not portfolio and "symbol" in sub.columns and best.get("symbol") is not None:
         groups.append((f"symbol {best['symbol']}", sub[sub["symbol"] == best["symbol"]]))
     for title, frame in groups:
-        grid = frame.groupby([py, px], sort=True)[rank_by].median().unstack(px)
-        out["heat"]["maps"].append({"title": title, "x": [_label(v) for v in grid.columns],
-                                    "y": [_label(v) for v in grid.index], "z": [_floats(r) for r in grid.to_numpy()]})
+        def grid(f: pd.DataFrame) -> list[list[float | None]]:
+            g = f.groupby([py, px], sort=True)[rank_by].median().unstack(px).reindex(index=ys, columns=xs)
+            return [_floats(r) for r in g.to_numpy()]
+
+        m: dict[str, Any] = {"title": title, "x": [_label(v) for v in xs], "y": [_label(v) for v in ys]}
+        if ps is None:
+            m["z"] = grid(frame)
+        else:  # one grid per value of the slice parameter; the best row's value first shown
+            m["slices"] = [{"value": _label(v), "z": grid(f)} for v, f in frame.groupby(ps, sort=True)]
+            at = _label(best["params"].get(ps))
+            m["active"] = next((i for i, sl in enumerate(m["slices"]) if sl["value"] == at), 0)
+            m["z"] = m["slices"][m["active"]]["z"] if m["slices"] else []
+        out["heat"]["maps"].append(m)
     return out
 
 
@@ -355,15 +368,23 @@ def _sweep_section(page: _Page, views: dict[str, Any], rank_by: str) -> None:
     heat = views.get("heat")
     if heat:
         held = ", ".join(f"{k} = {v}" for k, v in heat["held"].items())
-        page.add(f"<h2>{esc(rank_by)} over {esc(heat['x'])} × {esc(heat['y'])}</h2>"
+        pick = (f'<p class="note">The selector above each map picks the value of {esc(heat["slice"])}.</p>'
+                if heat.get("slice") else "")
+        page.add(f"<h2>{esc(rank_by)} over {esc(heat['x'])} × {esc(heat['y'])}</h2>" + pick
                  + (f'<p class="note">Other parameters held at the best row\'s values: {esc(held)}.</p>'
                     if held else ""))
         for i, m in enumerate(heat["maps"]):
+            layout: dict[str, Any] = {"xaxis": {"type": "category", "title": esc(heat["x"])},
+                                      "yaxis": {"type": "category", "title": esc(heat["y"])}}
+            if m.get("slices"):  # the slice selector: a dropdown restyling z
+                layout["updatemenus"] = [{"type": "dropdown", "x": 1.0, "y": 1.15, "xanchor": "right",
+                                          "active": m["active"], "buttons": [
+                                              {"method": "restyle", "label": f"{esc(heat['slice'])} = {sl['value']}",
+                                               "args": [{"z": [sl["z"]]}]} for sl in m["slices"]]}]
             page.chart(f"heat_{i}", f"{rank_by}: {m['title']}", [{
                 "type": "heatmap", "x": m["x"], "y": m["y"], "z": m["z"], "colorscale": "Viridis",
                 "hovertemplate": f"{esc(heat['x'])}=%{{x}} {esc(heat['y'])}=%{{y}}: %{{z:.4g}}<extra></extra>"}],
-                {"xaxis": {"type": "category", "title": esc(heat["x"])},
-                 "yaxis": {"type": "category", "title": esc(heat["y"])}})
+                layout)
     elif views.get("line"):
         ln = views["line"]
         page.chart("param_line", f"median {rank_by} by {ln['param']}", [

@@ -220,3 +220,77 @@ def test_report_in_chromium(name: str, data_dir: Path, tmp_path: Path) -> None:
     assert want <= set(drawn), drawn
     best = result.rows(1)[0]["metrics"]  # the job's ranked row, as GET /backtest/{id} gives it
     assert cards and all(float(v) == best[k] for k, v in cards.items() if v), (cards, best)
+
+
+def _three_param_table() -> tuple[pd.DataFrame, dict[str, Any]]:
+    rng = np.random.default_rng(11)
+    a, b, c, sym = np.meshgrid([5, 10, 15, 20], [30, 60, 90], [0.5, 1.0], ["SYN001", "SYN002"], indexing="ij")
+    table = pd.DataFrame({"symbol": sym.ravel(), "fast": a.ravel(), "slow": b.ravel(), "k": c.ravel()})
+    table["sharpe"] = rng.normal(0.5, 0.3, len(table))
+    table["column"] = np.arange(len(table))
+    best = table.sort_values("sharpe", ascending=False).iloc[0]
+    row = {"rank": 1, "column": int(best["column"]), "symbol": best["symbol"],
+           "params": {"fast": int(best["fast"]), "slow": int(best["slow"]), "k": float(best["k"])},
+           "metrics": {"sharpe": float(best["sharpe"])}}
+    return table, row
+
+
+def test_three_parameters_get_a_slice_selector() -> None:
+    from gpu_backtest.core.report import sweep_views
+
+    table, row = _three_param_table()
+    views = sweep_views([table.iloc[:20], table.iloc[20:]], "sharpe", ["fast", "slow", "k"], row)
+    heat = views["heat"]
+    assert (heat["x"], heat["y"], heat["slice"], heat["held"]) == ("fast", "slow", "k", {})
+    median = heat["maps"][0]
+    assert [s["value"] for s in median["slices"]] == ["0.5", "1"]
+    assert median["slices"][median["active"]]["value"] == _label_of(row["params"]["k"])
+    for s in median["slices"]:  # the median across symbols of each (slow, fast) cell at that k
+        k = 0.5 if s["value"] == "0.5" else 1.0
+        want = table[table["k"] == k].groupby(["slow", "fast"])["sharpe"].median().unstack("fast")
+        assert np.allclose(np.array(s["z"], dtype=float), want.to_numpy())
+    assert views["n"] == len(table) and sum(views["hist"]["counts"]) == len(table)
+    info = {"strategy": "three", "mode": "signals", "n_columns": len(table), "rank_by": "sharpe"}
+    page = build_report(info, [row], [], table=[table])
+    assert '"updatemenus"' in page and "k = 0.5" in page
+
+
+def _label_of(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine")
+def test_slice_selector_in_chromium(tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    table, row = _three_param_table()
+    info = {"strategy": "three", "mode": "signals", "n_columns": len(table), "rank_by": "sharpe"}
+    path = tmp_path / "three.html"
+    path.write_text(build_report(info, [row], [], table=[table]), encoding="utf-8")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            tab = browser.new_page()
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.goto(path.as_uri())
+            tab.wait_for_function(ALL_DRAWN, timeout=30_000)
+            heat = tab.locator('[data-chart="heat_0"]')
+            before = heat.evaluate("el => JSON.stringify(el.data[0].z)")
+            heat.locator(".updatemenu-header-group").click()
+            heat.locator(".updatemenu-dropdown-button").nth(0 if row["params"]["k"] == 1.0 else 1).click()
+            after = heat.evaluate("el => JSON.stringify(el.data[0].z)")
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert before != after
+
+
+def test_overfitting_statistics_are_shown_when_present() -> None:
+    info = {"strategy": "s", "mode": "signals", "n_columns": 1, "rank_by": "sharpe",
+            "overfitting": {"pbo": 0.25, "deflated_sharpe": 0.91, "method": "<i>cscv</i>", "curves": [1, 2]}}
+    page = build_report(info, [], [])
+    section = page.split("Overfitting statistics", 1)[1]
+    assert "25.00 %" not in section and "0.25" in section and "0.91" in section
+    assert "&lt;i&gt;cscv&lt;/i&gt;" in section and "curves" not in section.split("</table>", 1)[0]
+    assert "Overfitting statistics" not in build_report({**info, "overfitting": None}, [], [])
