@@ -1,4 +1,4 @@
-"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``migrate``, ``serve``.
+"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``report``, ``jobs``, ``migrate``, ``serve``.
 
 Exit codes: 0 success, 2 a user error (bad spec, unknown strategy, unreadable data — the
 message on stderr names the field or file), 1 an unexpected internal error.
@@ -308,6 +308,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Any:
+    """A client of the server ``--url`` names (default this machine's GPU_SERVER_PORT), with
+    GPU_SERVER_API_KEY."""
+    from ..core.config import Settings
+    from ..web.client import BacktestClient
+
+    settings = Settings.from_env()
+    try:
+        return BacktestClient(args.url or f"http://127.0.0.1:{settings.port}", api_key=settings.api_key)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _client_call(fn: Any, *a: Any, **kw: Any) -> Any:
+    from ..web.client import ClientError
+
+    try:
+        return fn(*a, **kw)
+    except ClientError as exc:  # the server's error (status, code, message) or why it was not reached
+        raise UserError(str(exc)) from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Fetch a job's HTML report from a running server and write it to a file."""
+    page = _client_call(_client(args).report, args.job_id, args.column)
+    out = Path(args.output or (f"{args.job_id}.html" if args.column is None else
+                               f"{args.job_id}-column-{args.column}.html"))
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
+    print(f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """A running server's jobs, newest first."""
+    doc = _client_call(_client(args).jobs, args.status, args.limit)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    lines = [["job_id", "status", "progress", "strategy", "columns", "created_at"]]
+    for j in doc["jobs"]:
+        lines.append([j["job_id"], j["status"], f"{100 * float(j.get('progress') or 0):.0f} %",
+                      str(j.get("strategy") or "-"), _fmt(j.get("n_columns")),
+                      str((j.get("timings") or {}).get("created_at") or "-")[:19]])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print(f"\n{len(doc['jobs'])} of {doc['total']} job(s)")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the job database to this version's schema (what ``serve`` does at start-up)."""
     from ..core.config import Settings
@@ -391,6 +445,20 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--raw", action="store_true", help="unadjusted prices")
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=cmd_data_fetch)
+
+    rp = sub.add_parser("report", help="fetch a job's HTML report from a running server")
+    rp.add_argument("job_id")
+    rp.add_argument("--column", type=int, default=None, help="one column's report instead of the job's")
+    rp.add_argument("-o", "--output", metavar="FILE", help="where to write it (default JOB_ID.html)")
+    rp.add_argument("--url", help="the server (default http://127.0.0.1:GPU_SERVER_PORT)")
+    rp.set_defaults(func=cmd_report)
+
+    jb = sub.add_parser("jobs", help="a running server's jobs, newest first")
+    jb.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    jb.add_argument("--limit", type=int, default=20)
+    jb.add_argument("--url", help="the server (default http://127.0.0.1:GPU_SERVER_PORT)")
+    jb.add_argument("--json", action="store_true")
+    jb.set_defaults(func=cmd_jobs)
 
     mg = sub.add_parser("migrate", help="upgrade the job database's schema (DATABASE_URL) to this version's")
     mg.add_argument("--check", action="store_true",

@@ -5,7 +5,10 @@ Screenshots go to tests/artifacts/ (gitignored; CI keeps it)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
+import io
 import re
 import shutil
 from pathlib import Path
@@ -102,6 +105,13 @@ def test_user_text_is_escaped() -> None:
 # --------------------------------------------------------------------------- the routes
 
 
+def _stdout_of(fn: Any, *args: Any) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert fn(*args) == 0
+    return buf.getvalue()
+
+
 @pytest.mark.asyncio
 async def test_report_routes(aiohttp_client: Any, tmp_path: Path) -> None:
     client = await aiohttp_client(create_app(_settings(tmp_path), cluster=False, shutdown_grace_s=1))
@@ -129,6 +139,21 @@ async def test_report_routes(aiohttp_client: Any, tmp_path: Path) -> None:
     assert col.status == 200
     assert "column" in await col.text() and _cards(await col.text())
     assert (await client.get(f"/backtest/{'0' * 32}/report")).status == 404
+    # the command line through the Python client: gpu-backtest report / jobs
+    from gpu_backtest.entrypoints.cli import main
+
+    url = str(client.make_url("/")).rstrip("/")
+    out = tmp_path / "fetched.html"
+    assert await asyncio.to_thread(main, ["report", job["job_id"], "--url", url, "-o", str(out)]) == 0
+    fetched = out.read_text(encoding="utf-8")
+    assert _cards(fetched) == cards and fetched.startswith("<!DOCTYPE html>")
+    assert await asyncio.to_thread(main, ["report", job["job_id"], "--column", "3", "--url", url,
+                                          "-o", str(tmp_path / "c3.html")]) == 0
+    assert "column 3" in (tmp_path / "c3.html").read_text(encoding="utf-8")
+    assert await asyncio.to_thread(main, ["report", "0" * 32, "--url", url, "-o", str(tmp_path / "x.html")]) == 2
+    assert not (tmp_path / "x.html").exists()
+    listed = await asyncio.to_thread(_stdout_of, main, ["jobs", "--url", url])
+    assert job["job_id"] in listed and "succeeded" in listed and "1 of 1 job(s)" in listed
     if _chromium() is not None:  # served with its Content-Security-Policy: still drawn, no errors
         errors, drawn = await _served(str(client.make_url(f"{base}/report")))
         assert not errors and drawn and all(n > 0 for n in drawn.values()), (errors, drawn)
