@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,32 @@ def print_folds(wf: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"mean walk-forward efficiency: {_fmt(wf['mean_efficiency'])}", file=out)
 
 
+class ProgressBar:
+    """A run's progress as a bar on ``stream`` (default stderr) when it is a terminal; silent
+    otherwise (pipes, files, CI logs). Callable as the engine's ``progress(fraction, stage)``."""
+
+    def __init__(self, stream: Any = None, mininterval: float = 0.1) -> None:
+        stream = stream if stream is not None else sys.stderr
+        self.bar: Any = None
+        self.lock = threading.Lock()  # the stages may report from several threads
+        isatty = getattr(stream, "isatty", None)
+        if callable(isatty) and isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100.0, file=stream, leave=False, dynamic_ncols=True, mininterval=mininterval,
+                            bar_format="{desc:<12}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.set_description_str(stage, refresh=False)
+                self.bar.update(max(0.0, min(100.0, 100.0 * float(fraction))) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..api import run_backtest
 
@@ -106,7 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not isinstance(spec, dict):
             raise UserError(f"{args.spec}: the spec must be a JSON object")
         spec = {**spec, "source": args.source}
-    result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend)
+    bar = ProgressBar()
+    try:
+        result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend, progress=bar)
+    finally:
+        bar.close()
     if args.report:
         write_report(result, args.report, list(args.data) if args.data else None)
     if args.json:
