@@ -174,10 +174,18 @@ def sweep_views(batches: Iterable[pd.DataFrame], rank_by: str, params: list[str]
                 portfolio: bool = False) -> dict[str, Any]:
     """From the job's table (batches holding ``symbol``, the parameters and ``rank_by``): the
     ranking metric's histogram over every column and, for two or more parameters, its heat-maps
-    over two of them (the median across symbols, and the best row's symbol); the other
-    parameters are held at the best row's values. Memory: the needed columns only."""
+    over two of them (the median across symbols, and the best row's symbol), one per value of a
+    third (the slice selector); further parameters are held at the best row's values. Memory:
+    per row, the parameters, ``rank_by`` and one byte for "the best row's symbol" (about 25 bytes
+    a row with two parameters)."""
     want = [c for c in ("symbol", *params, rank_by) if c]
-    parts = [b[[c for c in want if c in b.columns]] for b in batches]
+    best_symbol = best.get("symbol")
+
+    def slim(b: pd.DataFrame) -> pd.DataFrame:  # the symbol as "is the best row's symbol" (1 byte a row)
+        b = b[[c for c in want if c in b.columns]]
+        return b.assign(symbol=b["symbol"] == best_symbol) if "symbol" in b.columns else b
+
+    parts = [slim(b) for b in batches]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=want)
     out: dict[str, Any] = {"n": len(table)}
     if rank_by not in table.columns or not len(table):
@@ -206,8 +214,8 @@ def sweep_views(batches: Iterable[pd.DataFrame], rank_by: str, params: list[str]
     xs, ys = sorted(sub[px].unique()), sorted(sub[py].unique())
     out["heat"] = {"x": px, "y": py, "held": held, "slice": ps, "maps": []}
     groups = [("median across symbols" if not portfolio else "every portfolio", sub)]
-    if not portfolio and "symbol" in sub.columns and best.get("symbol") is not None:
-        groups.append((f"symbol {best['symbol']}", sub[sub["symbol"] == best["symbol"]]))
+    if not portfolio and "symbol" in sub.columns and best_symbol is not None:
+        groups.append((f"symbol {best_symbol}", sub[sub["symbol"].astype(bool)]))
     for title, frame in groups:
         def grid(f: pd.DataFrame) -> list[list[float | None]]:
             g = f.groupby([py, px], sort=True)[rank_by].median().unstack(px).reindex(index=ys, columns=xs)
