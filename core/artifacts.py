@@ -147,6 +147,13 @@ class Artifact:
             return pd.DataFrame(columns=self.table_columns())
         return best.iloc[offset:keep].reset_index(drop=True)
 
+    def piece_batches(self, columns: list[str], batch_rows: int = 65_536) -> Iterator[pd.DataFrame]:
+        """The table's rows in no particular order (piece by piece), only ``columns`` (those the
+        table has): for whole-table statistics that need no ranking (the report's histogram)."""
+        have = [c for c in dict.fromkeys(columns) if c in self.table_columns() and c != "rank"]
+        for loc in self.pieces:
+            yield from _file_batches(loc, batch_rows, have)
+
     def table_columns(self) -> list[str]:
         """The columns of the ranked table (``rank`` first)."""
         return self.columns if self.legacy else ["rank", *self.columns]

@@ -1,4 +1,4 @@
-"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``migrate``, ``serve``.
+"""The ``gpu-backtest`` command: ``run``, ``strategies``, ``data``, ``report``, ``jobs``, ``migrate``, ``serve``.
 
 Exit codes: 0 success, 2 a user error (bad spec, unknown strategy, unreadable data — the
 message on stderr names the field or file), 1 an unexpected internal error.
@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,32 @@ def print_folds(wf: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"mean walk-forward efficiency: {_fmt(wf['mean_efficiency'])}", file=out)
 
 
+class ProgressBar:
+    """A run's progress as a bar on ``stream`` (default stderr) when it is a terminal; silent
+    otherwise (pipes, files, CI logs). Callable as the engine's ``progress(fraction, stage)``."""
+
+    def __init__(self, stream: Any = None, mininterval: float = 0.1) -> None:
+        stream = stream if stream is not None else sys.stderr
+        self.bar: Any = None
+        self.lock = threading.Lock()  # the stages may report from several threads
+        isatty = getattr(stream, "isatty", None)
+        if callable(isatty) and isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100.0, file=stream, leave=False, dynamic_ncols=True, mininterval=mininterval,
+                            bar_format="{desc:<12}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.set_description_str(stage, refresh=False)
+                self.bar.update(max(0.0, min(100.0, 100.0 * float(fraction))) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..api import run_backtest
 
@@ -106,7 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not isinstance(spec, dict):
             raise UserError(f"{args.spec}: the spec must be a JSON object")
         spec = {**spec, "source": args.source}
-    result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend)
+    bar = ProgressBar()
+    try:
+        result = run_backtest(spec, list(args.data) if args.data else None, backend=args.backend, progress=bar)
+    finally:
+        bar.close()
+    if args.report:
+        write_report(result, args.report, list(args.data) if args.data else None)
     if args.json:
         json.dump(result.to_dict(limit=args.limit), sys.stdout, indent=None if args.compact else 2)
         sys.stdout.write("\n")
@@ -115,6 +148,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "walk_forward" in result.info:
             print_folds(result.info["walk_forward"])
     return 0
+
+
+def _benchmark(result: Any, data: Any) -> dict[str, Any] | None:
+    """The report's benchmark curve (None when there is none or it cannot be read)."""
+    from ..core.backend import select_backend
+    from ..core.config import Settings
+    from ..core.engine import Engine
+    from ..core.report import benchmark_curve
+    from ..plugins.manager import default_registry
+
+    try:
+        settings = Settings.from_env()
+        engine = Engine(settings, select_backend(settings, "cpu"), default_registry())
+        return benchmark_curve(engine, result.spec.to_dict(), result.info, (result.details or [None])[0], data)
+    except Exception as exc:
+        logging.getLogger(__name__).info("report without its benchmark: %s", exc)
+        return None
+
+
+def write_report(result: Any, path: str, data: Any = None) -> None:
+    """The run's HTML report (core/report.py: the page GET /backtest/{id}/report serves) to ``path``."""
+    from ..core.artifacts import Artifact
+    from ..core.engine import SUMMARY_ROWS
+    from ..core.report import build_report
+
+    table = ([result.table] if result.artifact is None else
+             Artifact.open(result.artifact).piece_batches(["symbol", *result.param_names, result.info["rank_by"]]))
+    spec = result.spec
+    page = build_report(result.info, result.rows(SUMMARY_ROWS), result.details, table=table,
+                        init_cash=float(spec.execution.init_cash), risk_free=float(spec.metrics.risk_free),
+                        benchmark=_benchmark(result, data))
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
 
 
 def _strategy_catalog() -> Any:
@@ -271,6 +339,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> Any:
+    """A client of the server ``--url`` names (default this machine's GPU_SERVER_PORT), with
+    GPU_SERVER_API_KEY."""
+    from ..core.config import Settings
+    from ..web.client import BacktestClient
+
+    settings = Settings.from_env()
+    try:
+        return BacktestClient(args.url or f"http://127.0.0.1:{settings.port}", api_key=settings.api_key)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _client_call(fn: Any, *a: Any, **kw: Any) -> Any:
+    from ..web.client import ClientError
+
+    try:
+        return fn(*a, **kw)
+    except ClientError as exc:  # the server's error (status, code, message) or why it was not reached
+        raise UserError(str(exc)) from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Fetch a job's HTML report from a running server and write it to a file."""
+    page = _client_call(_client(args).report, args.job_id, args.column)
+    out = Path(args.output or (f"{args.job_id}.html" if args.column is None else
+                               f"{args.job_id}-column-{args.column}.html"))
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
+    print(f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """A running server's jobs, newest first."""
+    doc = _client_call(_client(args).jobs, args.status, args.limit)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    lines = [["job_id", "status", "progress", "strategy", "columns", "created_at"]]
+    for j in doc["jobs"]:
+        lines.append([j["job_id"], j["status"], f"{100 * float(j.get('progress') or 0):.0f} %",
+                      str(j.get("strategy") or "-"), _fmt(j.get("n_columns")),
+                      str((j.get("timings") or {}).get("created_at") or "-")[:19]])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print(f"\n{len(doc['jobs'])} of {doc['total']} job(s)")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the job database to this version's schema (what ``serve`` does at start-up)."""
     from ..core.config import Settings
@@ -311,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compact", action="store_true", help="with --json: one line")
     run.add_argument("--limit", type=int, default=None, help="result rows to print (table default 20)")
     run.add_argument("--backend", choices=["auto", "cpu", "cuda"], default=None)
+    run.add_argument("--report", metavar="FILE", help="also write the run's HTML report (one offline page) to FILE")
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("strategies", help="list strategies; save, show or delete saved expression strategies",
@@ -353,6 +476,20 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--raw", action="store_true", help="unadjusted prices")
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=cmd_data_fetch)
+
+    rp = sub.add_parser("report", help="fetch a job's HTML report from a running server")
+    rp.add_argument("job_id")
+    rp.add_argument("--column", type=int, default=None, help="one column's report instead of the job's")
+    rp.add_argument("-o", "--output", metavar="FILE", help="where to write it (default JOB_ID.html)")
+    rp.add_argument("--url", help="the server (default http://127.0.0.1:GPU_SERVER_PORT)")
+    rp.set_defaults(func=cmd_report)
+
+    jb = sub.add_parser("jobs", help="a running server's jobs, newest first")
+    jb.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    jb.add_argument("--limit", type=int, default=20)
+    jb.add_argument("--url", help="the server (default http://127.0.0.1:GPU_SERVER_PORT)")
+    jb.add_argument("--json", action="store_true")
+    jb.set_defaults(func=cmd_jobs)
 
     mg = sub.add_parser("migrate", help="upgrade the job database's schema (DATABASE_URL) to this version's")
     mg.add_argument("--check", action="store_true",

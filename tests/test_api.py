@@ -217,7 +217,7 @@ async def submit(client: TestClient, spec: Any, headers: dict[str, str] | None =
     assert resp.headers["Location"] == f"/backtest/{doc['job_id']}"
     base = f"/backtest/{doc['job_id']}"
     assert doc["links"] == {"self": base, "results": f"{base}/results", "details": f"{base}/details",
-                            "columns": f"{base}/columns/{{n}}"}
+                            "columns": f"{base}/columns/{{n}}", "report": f"{base}/report"}
     return doc
 
 

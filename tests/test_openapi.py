@@ -114,6 +114,8 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
               ("GET", "/backtest/{job_id}/results"): {"400", "401", "404", "409"},
               ("GET", "/backtest/{job_id}/details"): {"401", "404", "409"},
               ("GET", "/backtest/{job_id}/columns/{n}"): {"401", "404", "409", "422"},
+              ("GET", "/backtest/{job_id}/report"): {"401", "404", "409"},
+              ("GET", "/backtest/{job_id}/columns/{n}/report"): {"401", "404", "409", "422"},
               ("GET", "/data/symbols"): {"400", "401", "404", "422"},
               ("DELETE", "/data/symbols/{source}/{frequency}/{symbol}"): {"401", "404", "422"},
               ("POST", "/data/upload"): {"400", "401", "404", "408", "413", "415", "422", "429", "507"},

@@ -156,6 +156,8 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/backtest/{job_id}/results", h.backtest_results)
     app.router.add_get("/backtest/{job_id}/details", h.backtest_details)
     app.router.add_get("/backtest/{job_id}/columns/{n}", h.backtest_column)
+    app.router.add_get("/backtest/{job_id}/report", h.backtest_report)
+    app.router.add_get("/backtest/{job_id}/columns/{n}/report", h.backtest_column_report)
     app.router.add_get("/strategies", h.list_strategies)
     app.router.add_post("/strategies", h.save_strategy)
     app.router.add_get("/strategies/{name}", h.get_strategy)

@@ -273,6 +273,13 @@ class BacktestClient:
         computed on demand (``n``: the results table's ``column``; 404 when there is none)."""
         return self._json("GET", self._job_path(job_id, f"/columns/{int(n)}"))
 
+    def report(self, job_id: str, column: int | None = None) -> str:
+        """GET /backtest/{job_id}/report (or ``/columns/{column}/report``): the HTML report, one
+        self-contained page (docs/report.md)."""
+        part = "/report" if column is None else f"/columns/{int(column)}/report"
+        _, _, data = self._request("GET", self._job_path(job_id, part), headers={"Accept": "text/html"})
+        return data.decode("utf-8")
+
     def jobs(self, status: str | None = None, limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
         """GET /backtest: ``{"jobs", "total", "limit", "offset"}``, newest first; each job brief
         (status, progress, timings, strategy, n_symbols, n_columns)."""

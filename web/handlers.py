@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -28,6 +29,7 @@ from ..core.errors import GpuBacktestError, NotFoundError
 from ..core.gpustatus import gpu_status
 from ..core.jobstatus import CANCELLED, QUEUED, RUNNING, STATUSES, SUCCEEDED
 from ..core.jsonsafe import json_cell, to_jsonable
+from ..core.report import benchmark_curve, build_report
 from ..core.timeutil import utc_now
 from . import keys as K
 from . import schemas as S
@@ -36,6 +38,7 @@ from .jobwatch import POLL_S
 from .openapi import MAX_WAIT_S, TOP_DEFAULT, TOP_MAX
 from .uploads import closing_error
 
+log = logging.getLogger(__name__)
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 VIEWS = ("compact", "status", "full")
 
@@ -94,7 +97,7 @@ def _parse_json(text: str) -> Any:
 def _job_links(job_id: str) -> dict[str, str]:
     base = f"/backtest/{job_id}"
     return {"self": base, "results": f"{base}/results", "details": f"{base}/details",
-            "columns": f"{base}/columns/{{n}}"}
+            "columns": f"{base}/columns/{{n}}", "report": f"{base}/report"}
 
 
 def _iso(value: Any) -> str | None:
@@ -368,9 +371,8 @@ def _top_k_columns(job: Any) -> list[int]:
     return [c for c in summary.get("details_columns") or [] if isinstance(c, int)]
 
 
-async def backtest_column(request: web.Request) -> web.Response:
-    """GET /backtest/{job_id}/columns/{n}: column n's equity curve, trades and metrics, computed on
-    demand from the job's spec (in a worker thread), pinned to the run's first and last bar."""
+async def _column_detail(request: web.Request) -> tuple[Any, int | None, dict[str, Any]]:
+    """(job, rank, detail) of the request's column n, computed on demand."""
     job = await _job(request)
     raw = request.match_info["n"]
     info = ((job.summary or {}).get("info") or {}) if isinstance(job.summary, dict) else {}
@@ -388,7 +390,77 @@ async def backtest_column(request: web.Request) -> web.Response:
         except StrategyError as exc:
             raise StrategyFailed(exc.message, exc.details) from None
     rank = next((r.get("rank") for r in (job.summary or {}).get("top") or [] if r.get("column") == n), None)
+    return job, rank, detail
+
+
+async def backtest_column(request: web.Request) -> web.Response:
+    """GET /backtest/{job_id}/columns/{n}: column n's equity curve, trades and metrics, computed on
+    demand from the job's spec (in a worker thread), pinned to the run's first and last bar."""
+    job, rank, detail = await _column_detail(request)
     return await _json_body({"job_id": job.id, "rank": rank, **detail})
+
+
+def _html(page: str) -> web.Response:
+    return web.Response(text=page, content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                                                            "style-src 'unsafe-inline'; img-src data:"})
+
+
+async def backtest_report(request: web.Request) -> web.Response:
+    """GET /backtest/{job_id}/report: the job's HTML report (core/report.py), built off the loop."""
+    job = await _job(request)
+    _require_succeeded(job, "its report exists")
+    details = await _stored_details(job)
+    return _html(await asyncio.to_thread(report_for_job, job, details, request.app[K.ENGINE]))
+
+
+async def backtest_column_report(request: web.Request) -> web.Response:
+    """GET /backtest/{job_id}/columns/{n}/report: one column's HTML report (computed on demand)."""
+    job, rank, detail = await _column_detail(request)
+    info = dict((job.summary or {}).get("info") or {})
+    row = {k: detail.get(k) for k in ("column", "symbol", "params", "metrics")}
+    page = await asyncio.to_thread(
+        build_report, {**info, "n_columns": 1}, [{"rank": rank, **row}], [detail],
+        title=f"{info.get('strategy', 'backtest')}: column {detail.get('column')}",
+        subtitle=f"column {detail.get('column')} (rank {rank if rank is not None else 'beyond the stored top'}) "
+                 f"of job {job.id}", benchmark=await asyncio.to_thread(_benchmark, request.app[K.ENGINE], job.spec,
+                                                                       info, detail),
+        **_spec_options(job.spec))
+    return _html(page)
+
+
+def _spec_options(spec: Any) -> dict[str, Any]:
+    """init_cash and risk_free of a stored spec (the report's drawdown and rolling Sharpe)."""
+    from ..core.spec import BacktestSpec
+
+    try:
+        parsed = BacktestSpec.from_dict(spec)
+    except Exception:  # a spec this version no longer reads: the first bar's equity as the base
+        return {"init_cash": None, "risk_free": 0.0}
+    return {"init_cash": float(parsed.execution.init_cash), "risk_free": float(parsed.metrics.risk_free)}
+
+
+def report_for_job(job: Any, details: list[dict[str, Any]], engine: Any = None) -> str:
+    """The report page of a succeeded job: its summary, details and (sweeps) its stored table."""
+    summary = job.summary if isinstance(job.summary, dict) else {}
+    info = summary.get("info") or {}
+    top = summary.get("top") or []
+    table = None
+    if job.artifact_path and int(info.get("n_columns") or 1) > 1:
+        params = list((top[0].get("params") or {}) if top else [])
+        table = Artifact.open(job.artifact_path).piece_batches(["symbol", *params, str(info.get("rank_by"))])
+    return build_report(info, top, details, table=table, column_link=lambda n: f"/backtest/{job.id}/columns/{n}/report",
+                        benchmark=_benchmark(engine, job.spec, info, details[0] if details else None),
+                        **_spec_options(job.spec))
+
+
+def _benchmark(engine: Any, spec: Any, info: dict[str, Any], detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's benchmark curve; None when it cannot be read now (the report goes on without it)."""
+    try:
+        return benchmark_curve(engine, spec, info, detail)
+    except Exception as exc:
+        log.info("report without its benchmark: %s", exc)
+        return None
 
 
 def _require_succeeded(job: Any, what: str) -> None:

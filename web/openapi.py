@@ -95,6 +95,10 @@ def _json(desc: str, model: type[Any], headers: dict[str, Any] | None = None) ->
             "content": {"application/json": media}}
 
 
+def _html(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     out = {}
     for c in codes:
@@ -244,6 +248,17 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                         "succeeded; 422 when its data is no longer available.",
             parameters=[JOB_ID, COLUMN],
             responses={"200": _json("the column's details", S.ColumnDoc), **_errors(404, 409, 422)})},
+        "/backtest/{job_id}/report": {"get": _op(
+            "The job's HTML report", tag="backtests",
+            description="One self-contained page (plotly.js embedded, works offline; docs/report.md): headline "
+                        "metrics, equity and drawdown, monthly returns, rolling Sharpe, trades; for sweeps the "
+                        "parameter heat-maps, the distribution of rank_by over every column and the top rows "
+                        "linking to each column's report. 409 until the job has succeeded.",
+            parameters=[JOB_ID], responses={"200": _html("the report"), **_errors(404, 409)})},
+        "/backtest/{job_id}/columns/{n}/report": {"get": _op(
+            "One column's HTML report", tag="backtests",
+            description="The report of column n, computed on demand as GET /backtest/{job_id}/columns/{n}.",
+            parameters=[JOB_ID, COLUMN], responses={"200": _html("the column's report"), **_errors(404, 409, 422)})},
         "/strategies": {
             "get": _op("Strategies and their parameters", tag="catalogue",
                        description="Built-ins, plugins and saved strategies (with their versions).",

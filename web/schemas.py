@@ -102,6 +102,7 @@ class JobLinks(Model):
     results: str = Field(description="the full ranked table: GET /backtest/{job_id}/results")
     details: str = Field(description="the top-k columns' equity curves and trades")
     columns: str = Field(description="URL template of any column's details: replace {n} by the column index")
+    report: str = Field(description="the job's HTML report: GET /backtest/{job_id}/report")
 
 
 class Timings(Model):
@@ -238,7 +239,8 @@ class TopRow(Model):
 _JOB_EXAMPLE_ID = JOB_ID_EXAMPLE
 _LINKS_EXAMPLE = {"self": f"/backtest/{_JOB_EXAMPLE_ID}", "results": f"/backtest/{_JOB_EXAMPLE_ID}/results",
                   "details": f"/backtest/{_JOB_EXAMPLE_ID}/details",
-                  "columns": f"/backtest/{_JOB_EXAMPLE_ID}/columns/{{n}}"}
+                  "columns": f"/backtest/{_JOB_EXAMPLE_ID}/columns/{{n}}",
+                  "report": f"/backtest/{_JOB_EXAMPLE_ID}/report"}
 _TIMINGS_EXAMPLE = {"created_at": "2024-05-02T09:30:00.120000+00:00",
                     "started_at": "2024-05-02T09:30:00.180000+00:00",
                     "finished_at": "2024-05-02T09:30:02.940000+00:00", "queued_s": 0.06, "run_s": 2.76}
