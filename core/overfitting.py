@@ -32,15 +32,19 @@ import numpy as np
 EULER_GAMMA = 0.5772156649015329
 LOGIT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
-# fields of a per-block accumulator: blocks[c, b, k] (the kernel's layout, core/simulate/layout.py)
-BK_N = 0        # returns in the block
-BK_SUM = 1      # Σ r
-BK_SUM2 = 2     # Σ r²
-BK_SUM3 = 3     # Σ r³
-BK_SUM4 = 4     # Σ r⁴
-BK_N_CLOSED = 5  # closed trades whose exit bar lies in the block
-BK_PNL = 6      # Σ pnl of those trades
-N_BLOCK_ACC = 7
+# fields of a per-block accumulator: blocks[c, b, k] (the kernel's layout)
+from .simulate.layout import (  # noqa: E402
+    BK_N,
+    BK_N_CLOSED,
+    BK_PNL,
+    BK_SUM,
+    BK_SUM2,
+    BK_SUM3,
+    BK_SUM4,
+    N_BLOCK_ACC,
+)
+
+__all__ = ["BK_N", "BK_N_CLOSED", "BK_PNL", "BK_SUM", "BK_SUM2", "BK_SUM3", "BK_SUM4", "N_BLOCK_ACC"]
 
 
 # ---------------------------------------------------------------- normal distribution
