@@ -1,8 +1,10 @@
 """The overfitting statistics of a sweep as reductions over partitions (issue 16; docs/metrics.md).
 
-Each partition of a single-asset sweep keeps its columns' per-block sums (``(C_p, S, 7)``, the
-kernel's ``blocks_out``) in `PartitionOutput.blocks`; nothing of size columns × splits is ever
-shipped. The executors run, per partition and on the worker that holds its output:
+Each partition of a single-asset sweep keeps from the kernel's per-block sums what the statistics
+read — Σr and Σr² per column and block, the returns per block, each column's whole-run power
+sums — in its `PartitionOutput` (O(columns × S)); nothing of size columns × splits is ever
+shipped. The passes are the compiled ones of `cscv_fast.py`. The executors run, per partition
+and on the worker that holds its output:
 
 1. `pass1` — per CSCV split the best in-sample column (IS Sharpe, OOS Sharpe, column id) and
    the mergeable sums (count, Σ SR, Σ SR²) of the columns' whole-run per-bar Sharpe ratios;
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import cscv_fast as cf
 from . import overfitting as of
 
 
@@ -26,18 +29,26 @@ def _ids(out: Any) -> np.ndarray:
     return np.arange(out.blocks.shape[0], dtype=np.int64) + int(out.column_start)
 
 
+def _has(out: Any) -> bool:
+    blocks = getattr(out, "blocks", None)
+    return blocks is not None and blocks.shape[0] > 0
+
+
+def _cscv_ok(out: Any) -> bool:
+    return out.blocks.shape[1] >= 2 and out.blocks.shape[1] % 2 == 0
+
+
 def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
     """Pass 1 on one partition's output (None when it kept no block sums)."""
-    blocks = getattr(out, "blocks", None)
-    if blocks is None or blocks.shape[0] == 0:
+    if not _has(out):
         return None
-    tot = blocks.sum(axis=1)
-    sr = of.sharpe_from_sums(tot[:, of.BK_N], tot[:, of.BK_SUM], tot[:, of.BK_SUM2], risk_free)
+    tot = out.totals
+    sr = of.sharpe_from_sums(tot[:, 0], tot[:, 1], tot[:, 2], risk_free)
     ok = sr[np.isfinite(sr)]
     res: dict[str, Any] = {"sr_n": int(ok.size), "sr_sum": float(ok.sum()), "sr_sum2": float((ok * ok).sum()),
-                           "n_blocks": int(blocks.shape[1])}
-    if blocks.shape[1] >= 2 and blocks.shape[1] % 2 == 0:
-        res["best"] = of.cscv_best(blocks, _ids(out), risk_free)
+                           "n_blocks": int(out.blocks.shape[1])}
+    if _cscv_ok(out):
+        res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
     return res
 
 
@@ -50,22 +61,21 @@ def merge_pass1(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
     out["n_blocks"] = got[0]["n_blocks"]
     bests = [p["best"] for p in got if "best" in p]
     if bests:
-        out["best"] = of.merge_best(bests)
+        out["best"] = cf.merge_best(bests)
     return out
 
 
 def pass2(out: Any, merged: dict[str, Any] | None, best_column: int | None, risk_free: float) -> dict[str, Any] | None:
-    """Pass 2 on one partition's output: CSCV counts, and the best column's block sums if here."""
-    blocks = getattr(out, "blocks", None)
-    if blocks is None or merged is None or blocks.shape[0] == 0:
+    """Pass 2 on one partition's output: CSCV counts, and the best column's whole-run sums if here."""
+    if not _has(out) or merged is None:
         return None
-    res: dict[str, Any] = {"best_blocks": None}
-    if "best" in merged:
-        res["counts"] = of.cscv_count(blocks, merged["best"], _ids(out), risk_free)
+    res: dict[str, Any] = {"best_totals": None}
+    if "best" in merged and _cscv_ok(out):
+        res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free)
     if best_column is not None:
         local = int(best_column) - int(out.column_start)
-        if 0 <= local < blocks.shape[0]:
-            res["best_blocks"] = blocks[local].copy()
+        if 0 <= local < out.blocks.shape[0]:
+            res["best_totals"] = out.totals[local].copy()
     return res
 
 
@@ -88,13 +98,13 @@ def finish(merged: dict[str, Any] | None, parts: list[dict[str, Any] | None], n_
         "sharpe_variance": _num(max(sr_var, 0.0)) if math.isfinite(sr_var) else None,
         "best_column": best_column,
     }
-    rows = [p["best_blocks"] for p in got if p.get("best_blocks") is not None]
+    rows = [p["best_totals"] for p in got if p.get("best_totals") is not None]
     sr_best = skew = kurt = math.nan
     n_obs = 0.0
     if rows:
-        tot = rows[0].sum(axis=0)
+        tot = rows[0]
         mom = of.moments_from_sums(*(float(v) for v in tot[:5]))
-        n_obs = float(tot[of.BK_N])
+        n_obs = float(tot[0])
         sr_best = (mom["mean"] - risk_free) / mom["std"] if mom["std"] > 0 else math.nan
         skew, kurt = mom["skew"], mom["kurtosis"]
     sr0 = of.expected_max_sharpe(n_trials, max(sr_var, 0.0)) if math.isfinite(sr_var) else math.nan
@@ -113,7 +123,7 @@ def finish(merged: dict[str, Any] | None, parts: list[dict[str, Any] | None], n_
     })
     counts = [p["counts"] for p in got if "counts" in p]
     if "best" in merged and counts and n_trials >= 2:
-        summary = of.cscv_summary(merged["best"], of.merge_counts(counts))
+        summary = of.cscv_summary(cf.summary_inputs(merged["best"]), of.merge_counts(counts))
         info["cscv"] = {k: (_num(v) if isinstance(v, float) else
                             {q: _num(x) for q, x in v.items()} if isinstance(v, dict) else v)
                         for k, v in summary.items()}

@@ -123,3 +123,26 @@ def test_pbo_near_zero_with_planted_edge(seed):
     got = of.cscv(of.block_sums_from_returns(r, 16))
     assert got["n_splits"] == 12870
     assert got["pbo"] <= 0.02
+
+
+@pytest.mark.parametrize("seed,n_blocks", [(3, 2), (4, 8), (5, 10), (6, 16)])
+def test_compiled_passes_equal_numpy_passes(seed, n_blocks):
+    from gpu_backtest.core import cscv_fast as cf
+
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 0.01, size=(300, 23)) + rng.normal(0, 0.001, size=23)
+    r[:, 5] = r[:, 2]  # duplicate columns tie exactly
+    r[:, 9] = 0.0  # an undefined Sharpe
+    r[:150, 11] = 0.0  # undefined in the first half of the bars only
+    blocks = of.block_sums_from_returns(r, n_blocks)
+    want = of.cscv(blocks, risk_free=1e-4)
+    sums, bn = blocks[:, :, 1:3], blocks[0, :, 0]
+    parts = [(0, 4), (4, 13), (13, 23)]
+    best = cf.merge_best([cf.cscv_best(sums[a:b], bn, np.arange(a, b), 1e-4) for a, b in parts])
+    counts = of.merge_counts([cf.cscv_count(sums[a:b], bn, np.arange(a, b), best, 1e-4) for a, b in parts])
+    got = of.cscv_summary(cf.summary_inputs(best), counts)
+    # the numpy reference's BLAS sums may split exact ties of the duplicate columns by an ulp:
+    # the logits may then differ by a half rank in a split
+    assert got.pop("logit_quantiles") == pytest.approx(want.pop("logit_quantiles"), abs=0.05)
+    assert got.pop("logit_mean") == pytest.approx(want.pop("logit_mean"), abs=1e-3)
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-12)

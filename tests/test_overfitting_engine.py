@@ -70,7 +70,7 @@ def test_same_over_many_partitions_and_on_dask(run):
     _same(many.info["overfitting"], run.info["overfitting"])
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         on_dask = run_backtest(SPEC, data=DATA, backend="cpu", settings=settings, client=client)
     assert on_dask.info["partitions"] >= 3
     _same(on_dask.info["overfitting"], run.info["overfitting"])
