@@ -78,6 +78,22 @@ def _key(x1: float, x2: float, inv_n: float, inv_nm1: float, rf: float) -> float
     return d * abs(d) / var
 
 
+TILE = 16  # columns evaluated together, so each split's row of per-split arrays stays in L1
+
+
+@njit(inline="always", cache=True)
+def _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, sb1, sb2):  # pragma: no cover - compiled
+    """Subset sums of columns t0..t0+tn−1: A half by mask, B half in split order (contiguous reads)."""
+    for q in range(tn):
+        _subset_sums(s1[t0 + q], sa1[q], 0, h)
+        _subset_sums(s2[t0 + q], sa2[q], 0, h)
+        _subset_sums(s1[t0 + q], sb1, h, h)
+        _subset_sums(s2[t0 + q], sb2, h, h)
+        for j in range(b_masks.shape[0]):
+            gb1[q, j] = sb1[b_masks[j]]
+            gb2[q, j] = sb2[b_masks[j]]
+
+
 @njit(parallel=True, cache=True)
 def _pass1(s1, s2, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf, n_chunks):  # pragma: no cover
     n_cols = s1.shape[0]
@@ -89,40 +105,37 @@ def _pass1(s1, s2, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf, 
     for ch in range(n_chunks):  # no defined key in a split: the chunk's first (lowest) column
         col[ch, :] = min(ch * step, max(n_cols - 1, 0))
     for ch in prange(n_chunks):
-        sa1 = np.empty(1 << h)
-        sa2 = np.empty(1 << h)
+        sa1 = np.empty((TILE, 1 << h))
+        sa2 = np.empty((TILE, 1 << h))
+        gb1 = np.empty((TILE, b_masks.shape[0]))
+        gb2 = np.empty((TILE, b_masks.shape[0]))
         sb1 = np.empty(1 << h)
         sb2 = np.empty(1 << h)
-        gb1 = np.empty(b_masks.shape[0])
-        gb2 = np.empty(b_masks.shape[0])
-        for c in range(ch * step, min(n_cols, (ch + 1) * step)):
-            _subset_sums(s1[c], sa1, 0, h)
-            _subset_sums(s2[c], sa2, 0, h)
-            _subset_sums(s1[c], sb1, h, h)
-            _subset_sums(s2[c], sb2, h, h)
-            brow = best[ch]
-            crow = col[ch]
-            for j in range(b_masks.shape[0]):  # the B half's sums in split order: contiguous reads
-                gb1[j] = sb1[b_masks[j]]
-                gb2[j] = sb2[b_masks[j]]
+        brow = best[ch]
+        crow = col[ch]
+        hi = min(n_cols, (ch + 1) * step)
+        for t0 in range(ch * step, hi, TILE):
+            tn = min(TILE, hi - t0)
+            _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, sb1, sb2)
             for k in range(h + 1):
                 nb = b_off[k + 1] - b_off[k]
                 bo = b_off[k]
                 for ia in range(a_off[k + 1] - a_off[k]):
                     a = a_masks[a_off[k] + ia]
-                    x1a = sa1[a]
-                    x2a = sa2[a]
                     base = grp_off[k] + ia * nb
-                    for ib in range(nb):
-                        i = base + ib
-                        x1 = x1a + gb1[bo + ib]
-                        mean = x1 * inv_n[i]
-                        var = (x2a + gb2[bo + ib] - x1 * mean) * inv_nm1[i]
-                        d = mean - rf
-                        # key d|d|/var > best  <=>  d|d| > best * var  (var > 0): divide only on a new best
-                        if var > 0.0 and d * abs(d) > brow[i] * var:
-                            brow[i] = d * abs(d) / var
-                            crow[i] = c
+                    for q in range(tn):
+                        x1a = sa1[q, a]
+                        x2a = sa2[q, a]
+                        for ib in range(nb):
+                            i = base + ib
+                            x1 = x1a + gb1[q, bo + ib]
+                            mean = x1 * inv_n[i]
+                            var = (x2a + gb2[q, bo + ib] - x1 * mean) * inv_nm1[i]
+                            d = mean - rf
+                            # key d|d|/var > best  <=>  d|d| > best·var (var > 0): divide only on a new best
+                            if var > 0.0 and d * abs(d) > brow[i] * var:
+                                brow[i] = d * abs(d) / var
+                                crow[i] = t0 + q
     return best, col
 
 
@@ -165,45 +178,42 @@ def _pass2(s1, s2, ids, thr, chosen, inv_n, inv_nm1, a_masks, a_off, b_masks, b_
     equal = np.zeros((n_chunks, n_splits), dtype=np.int64)
     step = (n_cols + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        sa1 = np.empty(1 << h)
-        sa2 = np.empty(1 << h)
+        sa1 = np.empty((TILE, 1 << h))
+        sa2 = np.empty((TILE, 1 << h))
+        gb1 = np.empty((TILE, b_masks.shape[0]))
+        gb2 = np.empty((TILE, b_masks.shape[0]))
         sb1 = np.empty(1 << h)
         sb2 = np.empty(1 << h)
-        gb1 = np.empty(b_masks.shape[0])
-        gb2 = np.empty(b_masks.shape[0])
-        for c in range(ch * step, min(n_cols, (ch + 1) * step)):
-            _subset_sums(s1[c], sa1, 0, h)
-            _subset_sums(s2[c], sa2, 0, h)
-            _subset_sums(s1[c], sb1, h, h)
-            _subset_sums(s2[c], sb2, h, h)
-            cid = ids[c]
-            lrow = less[ch]
-            erow = equal[ch]
-            for j in range(b_masks.shape[0]):
-                gb1[j] = sb1[b_masks[j]]
-                gb2[j] = sb2[b_masks[j]]
+        lrow = less[ch]
+        erow = equal[ch]
+        hi = min(n_cols, (ch + 1) * step)
+        for t0 in range(ch * step, hi, TILE):
+            tn = min(TILE, hi - t0)
+            _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, sb1, sb2)
             for k in range(h + 1):
                 nb = b_off[k + 1] - b_off[k]
                 bo = b_off[k]
                 for ia in range(a_off[k + 1] - a_off[k]):
                     a = a_masks[a_off[k] + ia]
-                    x1a = sa1[a]
-                    x2a = sa2[a]
                     base = grp_off[k] + ia * nb
-                    for ib in range(nb):
-                        i = base + ib
-                        x1 = x1a + gb1[bo + ib]
-                        mean = x1 * inv_n[i]
-                        var = (x2a + gb2[bo + ib] - x1 * mean) * inv_nm1[i]
-                        d = mean - rf
-                        t = thr[i]
-                        # key < t  <=>  d|d| < t * var when var > 0; an undefined key (-inf) is below any finite t
-                        pos = var > 0.0
-                        lhs = d * abs(d) if pos else -1.0
-                        rhs = t * var if pos else (0.0 if t > -math.inf else -1.0)
-                        other = chosen[i] != cid
-                        lrow[i] += np.int64((lhs < rhs) & other)
-                        erow[i] += np.int64((lhs == rhs) & other)
+                    for q in range(tn):
+                        x1a = sa1[q, a]
+                        x2a = sa2[q, a]
+                        cid = ids[t0 + q]
+                        for ib in range(nb):
+                            i = base + ib
+                            x1 = x1a + gb1[q, bo + ib]
+                            mean = x1 * inv_n[i]
+                            var = (x2a + gb2[q, bo + ib] - x1 * mean) * inv_nm1[i]
+                            d = mean - rf
+                            t = thr[i]
+                            # key < t  <=>  d|d| < t·var when var > 0; an undefined key (−inf) is below any finite t
+                            pos = var > 0.0
+                            lhs = d * abs(d) if pos else -1.0
+                            rhs = t * var if pos else (0.0 if t > -math.inf else -1.0)
+                            other = chosen[i] != cid
+                            lrow[i] += np.int64((lhs < rhs) & other)
+                            erow[i] += np.int64((lhs == rhs) & other)
     return less, equal
 
 
