@@ -22,9 +22,9 @@ which sees numpy's and pandas' buffers, in a separate untimed run):
 
 Throughput is bar-simulations per second: bars × symbols × combinations ÷ median time. The
 agreement check is the largest |total return difference| over the combinations between
-vectorbt and each of ours: ~1e-14 with ``--fees 0`` and no gaps. With fees (or gaps) the buys
-of a rebalance overshoot the cash and one is cut: vectorbt's ``call_seq="auto"`` cuts its
-largest buy, ours the last symbol's (docs/semantics.md), so total returns differ by ~1e-3.
+vectorbt and each of ours: ~1e-14 without gaps, with or without fees (our fills follow
+vectorbt's ``call_seq="auto"`` order, so the same buy is cut when the cash runs short:
+docs/semantics.md). With ``--gaps`` a few combinations still differ (bench/RESULTS.md).
 
     python bench/portfolio.py                                  # 500 symbols × 2,520 bars × 100
     python bench/portfolio.py --symbols 50 --bars 504 --combos 20 --repeat 2

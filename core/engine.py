@@ -204,6 +204,9 @@ def check_mode(spec: BacktestSpec, strategy: Any) -> BacktestSpec:
     defaults when null) and the portfolio checks; a single-asset strategy takes no ``portfolio``
     and none of the portfolio-only metrics. SpecError naming the field otherwise."""
     if strategy_kind(strategy) == KIND_PORTFOLIO:
+        if spec.validation is not None:
+            raise SpecError("validation", "walk-forward validation is not supported for portfolio strategies "
+                                          f"({strategy.name!r} is one); use a single-asset strategy")
         spec = dataclasses.replace(spec, portfolio=spec.portfolio or Portfolio())
         check_portfolio_spec(spec, strategy)
         return spec
@@ -379,9 +382,37 @@ class Engine:
             info["portfolio"] = portfolio_info(spec, resolve_strategy(spec, self.registry), ex.notes)
         if ex.overfitting is not None:
             info["overfitting"] = ex.overfitting
+        if spec.validation is not None:  # walk-forward folds (core/walkforward.py)
+            if progress:
+                progress(0.95, "walk-forward")
+            t_wf = time.perf_counter()
+            info["walk_forward"] = self._walk_forward(plan, spec, ex.calendar, executor, loader, cancel)
+            info["stage_seconds"]["walk_forward"] = round(time.perf_counter() - t_wf, 6)
+            info["elapsed_s"] = round(time.perf_counter() - t0, 6)
         if progress:
             progress(1.0, "done")
         return BacktestResult(spec, table, ex.details, info, list(plan.grid), wanted, artifact=artifact)
+
+    def _walk_forward(self, plan: RunPlan, spec: BacktestSpec, calendar: Any, executor: Any,
+                      loader: BarsLoader | None, cancel: CancelFn | None) -> dict[str, Any]:
+        """The walk-forward document (core/walkforward.py), its stages run by ``executor``."""
+        from .loaders import StoreLoader, benchmark_returns
+        from .walkforward import run_walk_forward
+
+        if not hasattr(executor, "run_tasks"):  # an executor without task support: in this process
+            executor = LocalExecutor(self.stage_context(), loader)
+
+        def run_tasks(fn: Any, args_list: list[Any]) -> list[Any]:
+            return executor.run_tasks(fn, args_list, cancel)
+
+        def bench() -> np.ndarray | None:
+            b = plan.data.benchmark
+            if b is None:
+                return None
+            src = loader if loader is not None else StoreLoader(plan.data)
+            return benchmark_returns(src.series([b])[0], calendar.ns)
+
+        return run_walk_forward(plan, spec, calendar, run_tasks, bench)
 
     def column_details(self, spec: Any, column: int, *, start: str | None = None, end: str | None = None,
                        top_columns: Sequence[int] = (), data: Any = None) -> dict[str, Any]:

@@ -201,6 +201,16 @@ def _overfitting_local(plan: RunPlan, top: pd.DataFrame, cal: Calendar, outs: li
     parts = [OS.pass2(o, merged, best, rf) for o in outs]
     return OS.finish(merged, parts, plan.n_columns, best, cal.periods_per_year, rf)
 
+    def run_tasks(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]],
+                  cancel: CancelFn | None = None) -> list[Any]:
+        """``fn(*args, ctx=…, loader=…)`` for each args tuple, in order (walk-forward stages)."""
+        out = []
+        for args in args_list:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            out.append(fn(*args, ctx=self.ctx, loader=self.loader))
+        return out
+
 
 def _out_summary(*outs: PartitionOutput) -> list[dict[str, Any]]:
     """Per-partition bookkeeping without rows (what the server fetches)."""
@@ -307,6 +317,14 @@ class DaskExecutor:
                 if on_done is not None:
                     on_done(f)
             pending = still
+
+    def run_tasks(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]],
+                  cancel: CancelFn | None = None) -> list[Any]:
+        """``fn(*args, ctx=…, loader=…)`` for each args tuple as cluster tasks; results in order."""
+        loader = self.client.scatter(self.loader, hash=False, broadcast=True) if self.loader is not None else None
+        futs = [self._submit(fn, *args, ctx=self.context_factory, loader=loader) for args in args_list]
+        self._wait(futs, cancel)
+        return list(self.client.gather(futs))
 
     def execute(self, plan: RunPlan, n_top: int, top_k: int, artifact: str | None,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Execution:

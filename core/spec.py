@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SpecError
+from .folds import Validation
 from .panel import SYMBOL_RE
 from .specfields import (
     Choice,
@@ -402,6 +403,8 @@ class BacktestSpec:
     metrics: MetricsOptions = field(default_factory=MetricsOptions, metadata=meta(Nested(MetricsOptions)))
     output: OutputOptions = field(default_factory=OutputOptions, metadata=meta(Nested(OutputOptions)))
     portfolio: Portfolio | None = field(default=None, metadata=meta(Nested(Portfolio)))
+    validation: Validation | None = field(default=None, metadata=meta(
+        Nested(Validation), "walk-forward validation (docs/semantics.md \"Walk-forward\"); null: none"))
     callback_url: str | None = field(default=None, metadata=meta(
         Text("must be an http(s) URL", nullable=True, prefixes=("http://", "https://"), extra={"format": "uri"}),
         "POSTed {job_id, status, error, links} when the job ends: public addresses only, no "
@@ -457,6 +460,7 @@ class BacktestSpec:
             output=OutputOptions.from_dict(d.get("output")),
             portfolio=Portfolio.from_dict(d["portfolio"]) if d.get("portfolio") is not None else None,
             callback_url=callback,
+            validation=Validation.from_dict(d.get("validation")),
         )
 
     @classmethod

@@ -73,6 +73,26 @@ def print_table(result: Any, limit: int, out: Any = sys.stdout) -> None:
           f"({info['chunks']} chunk(s)); ranked by {info['rank_by']}", file=out)
 
 
+def print_folds(wf: dict[str, Any], out: Any = sys.stdout) -> None:
+    """A walk-forward's fold table (one row per fold and symbol) and its out-of-sample summary."""
+    from ..core.walkforward import fold_table
+
+    table = fold_table(wf)
+    lines = [list(table.columns)] + [[_fmt(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    print(f"\nwalk-forward: {wf['n_folds']} folds ({'anchored' if wf['anchored'] else 'rolling'}, train "
+          f"{wf['train']}, test {wf['test']}, choose {wf['choose']}), {wf['oos_bars']} out-of-sample bars", file=out)
+    for line in lines:
+        print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)), file=out)
+    rank_by = wf["rank_by"]
+    print("\nout-of-sample (stitched):", file=out)
+    for s in wf["symbols"]:
+        m = s["metrics"]
+        print(f"  {s['symbol']}: total_return {_fmt(m.get('total_return'))}  {rank_by} {_fmt(m.get(rank_by))}  "
+              f"efficiency {_fmt(s['efficiency'])}", file=out)
+    print(f"mean walk-forward efficiency: {_fmt(wf['mean_efficiency'])}", file=out)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..api import run_backtest
 
@@ -92,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_table(result, args.limit or 20)
+        if "walk_forward" in result.info:
+            print_folds(result.info["walk_forward"])
     return 0
 
 

@@ -129,6 +129,7 @@ def simulate_portfolio_reference(
         if value <= 0.0:
             return
         deltas = {}
+        keys = {}
         for s in symbols:
             if math.isnan(prices[s]) or math.isnan(target[s]) or dead(s, t):
                 continue
@@ -137,13 +138,16 @@ def simulate_portfolio_reference(
             if not opt.fractional:
                 units = _round_toward_zero(units)
             deltas[s] = units - position[s]
-        for s in [s for s in symbols if s in deltas and deltas[s] < 0.0]:
-            u = -deltas[s]
-            if u * prices[s] < opt.min_trade:
-                continue
-            fill(t, s, -u, prices[s], "rebalance", value)
-        for s in [s for s in symbols if s in deltas and deltas[s] > 0.0]:
+            keys[s] = w * value - position[s] * prices[s]  # vectorbt's approximate order value
+        # call order: ascending key (sells, most negative first, then buys from the smallest), ties by symbol
+        for s in sorted((s for s in deltas if deltas[s] != 0.0), key=lambda s: (keys[s], s)):
             p = prices[s]
+            if deltas[s] < 0.0:
+                u = -deltas[s]
+                if u * p < opt.min_trade:
+                    continue
+                fill(t, s, -u, p, "rebalance", value)
+                continue
             u = deltas[s]
             f = p * (1.0 + opt.slippage)
             if u * f * (1.0 + opt.fees) + opt.fixed_fee > cash:

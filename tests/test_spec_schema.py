@@ -54,6 +54,7 @@ FULL: dict[str, Any] = {
     "portfolio": {"rebalance": "1q", "select": "long_short", "quantile": 0.1, "weighting": "score",
                   "volatility_lookback": 20, "max_weight": 0.2, "gross_leverage": 1.5, "net_exposure": 0.5,
                   "cash_buffer": 0.05, "min_trade": 100.0},
+    "validation": {"method": "walk_forward", "train": "2y", "test": 63, "anchored": True, "choose": "universe"},
 }
 
 

@@ -151,6 +151,10 @@ def _brief_doc(job: Any, now: dt.datetime) -> dict[str, Any]:
 def _compact_doc(job: Any, history: list[Any], top: int, now: dt.datetime) -> dict[str, Any]:
     summary = job.summary if job.status == SUCCEEDED and isinstance(job.summary, dict) else None
     info = summary.get("info") if summary else None
+    if isinstance(info, dict) and isinstance(info.get("walk_forward"), dict):  # curves: ?view=full only
+        wf = info["walk_forward"]
+        info = {**info, "walk_forward": {**wf, "symbols": [{k: v for k, v in s.items() if k != "equity"}
+                                                           for s in wf.get("symbols") or []]}}
     rows = None
     if summary is not None:
         rows = [{k: r.get(k) for k in ("rank", "column", "symbol", "params", "metrics")}

@@ -147,6 +147,56 @@ class RanOn(Model):
     tasks: int
 
 
+class WalkForwardChoice(Model):
+    """One symbol's choice in one fold: the combination and its in- and out-of-sample metrics."""
+
+    symbol: str
+    combination: int = Field(description="index of the chosen combination in the grid")
+    params: dict[str, Any]
+    in_sample: dict[str, Number] = Field(description="the chosen column's metrics on the training window")
+    out_of_sample: dict[str, Number] = Field(description="its metrics on the test window")
+
+
+class WalkForwardFold(Model):
+    """One fold: training and test windows (first and last bar) and each symbol's choice."""
+
+    fold: int
+    train_start: str
+    train_end: str
+    test_start: str
+    test_end: str
+    train_bars: int
+    test_bars: int
+    symbols: list[WalkForwardChoice]
+
+
+class WalkForwardSymbol(Model):
+    """One symbol's stitched out-of-sample result (docs/semantics.md "Walk-forward")."""
+
+    symbol: str
+    metrics: dict[str, Number] = Field(description="aggregate out-of-sample metrics of the stitched curve")
+    annualised_is_return: Number
+    annualised_oos_return: Number
+    efficiency: Number = Field(description="walk-forward efficiency (docs/metrics.md); null when undefined")
+
+
+class WalkForward(Model):
+    """A walk-forward run's folds and stitched out-of-sample results (spec ``validation``). The
+    compact job document leaves out the stitched equity curves (``?view=full`` has them)."""
+
+    method: str
+    train: int | str
+    test: int | str
+    anchored: bool
+    choose: Literal["per_symbol", "universe"]
+    rank_by: str
+    n_folds: int
+    oos_bars: int
+    mean_efficiency: Number
+    folds: list[WalkForwardFold]
+    symbols: list[WalkForwardSymbol]
+
+
 class RunInfo(Model):
     """Facts of a finished run. Every field is optional: older jobs may lack some."""
 
@@ -174,6 +224,8 @@ class RunInfo(Model):
                           "statistics'): n_trials, blocks, best_column and its per-bar sharpe, skew, kurtosis, "
                           "psr, dsr, expected_max_sharpe, sharpe_variance, min_track_record (bars); cscv: "
                           "n_splits, pbo, logit_mean, logit_quantiles, slope, intercept, prob_oos_loss")
+    walk_forward: WalkForward | None = Field(None, description="spec validation: the walk-forward's folds "
+                                                                "and out-of-sample results")
 
 
 class TopRow(Model):

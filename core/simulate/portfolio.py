@@ -61,6 +61,8 @@ from .portfolio_layout import (
     PI_FRACTIONAL,
     PI_SHORTS,
     SC_AVG_PX,
+    SC_CALL,
+    SC_CALL_KEY,
     SC_DELTA,
     SC_ENTRY_BAR,
     SC_ENTRY_COST,
@@ -77,6 +79,12 @@ _STEP_OPEN = 0      # opens seen; a pending next_open rebalance fills
 _STEP_STOPS = 1     # closes seen; stop exits
 _STEP_REBAL = 2     # targets of a rebalance bar; a fill=close rebalance fills
 _STEP_DELIST = 3    # delisting exits
+
+
+@njit(inline="always", cache=False)
+def _before(key_a, sym_a, key_b, sym_b):  # pragma: no cover - compiled
+    """Whether call ``(key_a, sym_a)`` sorts before ``(key_b, sym_b)``: lower key, ties by lower symbol."""
+    return key_a < key_b or (key_a == key_b and sym_a < sym_b)
 
 
 def simulate_portfolio(
@@ -205,6 +213,7 @@ def simulate_portfolio(
                 if not value > 0.0:
                     continue
                 # every order is sized before any fills, from this one value
+                n_calls = 0
                 for s in range(n_sym):
                     p = open_[t, s] if step == _STEP_OPEN else close[t, s]
                     w = scratch[c, s, SC_TARGET]
@@ -219,90 +228,143 @@ def simulate_portfolio(
                                 target = math.floor(target)
                             else:
                                 target = -math.floor(-target)
-                        delta = target - scratch[c, s, SC_POS]
+                        q = scratch[c, s, SC_POS]
+                        delta = target - q
+                        if delta != 0.0:  # a call, keyed by vectorbt's approximate order value
+                            scratch[c, n_calls, SC_CALL] = s
+                            scratch[c, n_calls, SC_CALL_KEY] = w * value - q * p
+                            n_calls += 1
                     scratch[c, s, SC_DELTA] = delta
                     scratch[c, s, SC_REASON] = OR_REBALANCE
+                # call order: a heapsort of the call slots by (key, symbol), ascending (O(n log n),
+                # no allocation, no recursion). The (key, symbol) order is total, so this is the order
+                # a stable sort by key of the calls in symbol order gives: vectorbt's insert_argsort_nb
+                # of call_seq="auto" (an insertion sort, O(n²)).
+                half = n_calls // 2
+                for it in range(half + n_calls - 1):
+                    if it < half:  # build the max-heap, from the last parent up
+                        k = half - 1 - it
+                        size = n_calls
+                    else:  # swap the largest to the end of the heap, then sift the new root down
+                        size = n_calls - 1 - (it - half)
+                        key = scratch[c, 0, SC_CALL_KEY]
+                        sym = scratch[c, 0, SC_CALL]
+                        scratch[c, 0, SC_CALL_KEY] = scratch[c, size, SC_CALL_KEY]
+                        scratch[c, 0, SC_CALL] = scratch[c, size, SC_CALL]
+                        scratch[c, size, SC_CALL_KEY] = key
+                        scratch[c, size, SC_CALL] = sym
+                        k = 0
+                    key = scratch[c, k, SC_CALL_KEY]
+                    sym = scratch[c, k, SC_CALL]
+                    while True:
+                        child = 2 * k + 1
+                        if child >= size:
+                            break
+                        ck = scratch[c, child, SC_CALL_KEY]
+                        cs = scratch[c, child, SC_CALL]
+                        if child + 1 < size:  # the larger child
+                            rk = scratch[c, child + 1, SC_CALL_KEY]
+                            rs = scratch[c, child + 1, SC_CALL]
+                            if _before(ck, cs, rk, rs):
+                                child += 1
+                                ck = rk
+                                cs = rs
+                        if not _before(key, sym, ck, cs):
+                            break
+                        scratch[c, k, SC_CALL_KEY] = ck
+                        scratch[c, k, SC_CALL] = cs
+                        k = child
+                    scratch[c, k, SC_CALL_KEY] = key
+                    scratch[c, k, SC_CALL] = sym
             elif forced:
                 value = prev_eq
+                n_calls = 2 * n_sym
             else:
                 continue
 
-            # side 0: sells, side 1: buys; each in symbol order. The price is last_px: the
-            # open or close of this step (rebalance, stop) or the last price (delisting).
-            for side in range(2):
-                for s in range(n_sym):
-                    delta = scratch[c, s, SC_DELTA]
-                    p = scratch[c, s, SC_LAST_PX]
-                    q = scratch[c, s, SC_POS]
-                    if side == 0:
-                        if not delta < 0.0:
-                            continue
-                        units = -delta
-                        if rebal and units * p < min_trade:
-                            continue
-                        f = sell_fill_price(p, slippage)
-                        flow = sell_cash(units, f, fees, fixed_fee)
-                        qn = q - units
-                    else:
-                        if not delta > 0.0:
-                            continue
-                        units = delta
-                        f = buy_fill_price(p, slippage)
-                        if rebal and buy_cash(units, f, fees, fixed_fee) > cash:
-                            units = affordable_units(cash, f, fees, fixed_fee)
-                            if not fractional:
-                                units = math.floor(units)
-                        if rebal and (not units > 0.0 or units * p < min_trade):
-                            continue
-                        flow = -buy_cash(units, f, fees, fixed_fee)
-                        qn = q + units
-                    cash += flow
-                    scratch[c, s, SC_POS] = qn
-                    # --- position trades: open, add, reduce, close or flip
-                    if q == 0.0:
+            # A rebalance fills its orders in call order (ascending key: sells, most negative
+            # first, then buys from the smallest); forced exits fill sells (side 0), then buys
+            # (side 1), each in symbol order. The price is last_px: the open or close of this
+            # step (rebalance, stop) or the last price (delisting).
+            for k in range(n_calls):
+                if rebal:
+                    s = np.int64(scratch[c, k, SC_CALL])  # not int(): numba.cuda's needs a device to compile
+                    side = 0 if scratch[c, s, SC_DELTA] < 0.0 else 1
+                else:
+                    side = k // n_sym
+                    s = k - side * n_sym
+                delta = scratch[c, s, SC_DELTA]
+                p = scratch[c, s, SC_LAST_PX]
+                q = scratch[c, s, SC_POS]
+                if side == 0:
+                    if not delta < 0.0:
+                        continue
+                    units = -delta
+                    if rebal and units * p < min_trade:
+                        continue
+                    f = sell_fill_price(p, slippage)
+                    flow = sell_cash(units, f, fees, fixed_fee)
+                    qn = q - units
+                else:
+                    if not delta > 0.0:
+                        continue
+                    units = delta
+                    f = buy_fill_price(p, slippage)
+                    if rebal and buy_cash(units, f, fees, fixed_fee) > cash:
+                        units = affordable_units(cash, f, fees, fixed_fee)
+                        if not fractional:
+                            units = math.floor(units)
+                    if rebal and (not units > 0.0 or units * p < min_trade):
+                        continue
+                    flow = -buy_cash(units, f, fees, fixed_fee)
+                    qn = q + units
+                cash += flow
+                scratch[c, s, SC_POS] = qn
+                # --- position trades: open, add, reduce, close or flip
+                if q == 0.0:
+                    scratch[c, s, SC_ENTRY_BAR] = t
+                    scratch[c, s, SC_FLOW] = flow
+                    scratch[c, s, SC_ENTRY_COST] = buy_cash(units, f, fees, fixed_fee)
+                    scratch[c, s, SC_AVG_PX] = p
+                elif (q > 0.0) == (qn > q):
+                    scratch[c, s, SC_FLOW] += flow
+                    scratch[c, s, SC_ENTRY_COST] += buy_cash(units, f, fees, fixed_fee)
+                    scratch[c, s, SC_AVG_PX] = (abs(q) * scratch[c, s, SC_AVG_PX] + units * p) / abs(qn)
+                else:
+                    u_close = units
+                    flipped = qn != 0.0 and (qn > 0.0) != (q > 0.0)
+                    if flipped:
+                        u_close = abs(q)
+                    close_flow = flow * (u_close / units)
+                    scratch[c, s, SC_FLOW] += close_flow
+                    if qn == 0.0 or flipped:
+                        pnl = scratch[c, s, SC_FLOW]
+                        tret = pnl / scratch[c, s, SC_ENTRY_COST]
+                        stats = trade_stats_add(stats, pnl, tret, t - scratch[c, s, SC_ENTRY_BAR])
+                        scratch[c, s, SC_FLOW] = 0.0
+                        scratch[c, s, SC_ENTRY_COST] = 0.0
+                        scratch[c, s, SC_AVG_PX] = math.nan
+                        scratch[c, s, SC_ENTRY_BAR] = -1.0
+                    if flipped:
+                        u_open = units - u_close
                         scratch[c, s, SC_ENTRY_BAR] = t
-                        scratch[c, s, SC_FLOW] = flow
-                        scratch[c, s, SC_ENTRY_COST] = buy_cash(units, f, fees, fixed_fee)
+                        scratch[c, s, SC_FLOW] = flow * (u_open / units)
+                        scratch[c, s, SC_ENTRY_COST] = u_open * f * (1.0 + fees) + fixed_fee * (u_open / units)
                         scratch[c, s, SC_AVG_PX] = p
-                    elif (q > 0.0) == (qn > q):
-                        scratch[c, s, SC_FLOW] += flow
-                        scratch[c, s, SC_ENTRY_COST] += buy_cash(units, f, fees, fixed_fee)
-                        scratch[c, s, SC_AVG_PX] = (abs(q) * scratch[c, s, SC_AVG_PX] + units * p) / abs(qn)
-                    else:
-                        u_close = units
-                        flipped = qn != 0.0 and (qn > 0.0) != (q > 0.0)
-                        if flipped:
-                            u_close = abs(q)
-                        close_flow = flow * (u_close / units)
-                        scratch[c, s, SC_FLOW] += close_flow
-                        if qn == 0.0 or flipped:
-                            pnl = scratch[c, s, SC_FLOW]
-                            tret = pnl / scratch[c, s, SC_ENTRY_COST]
-                            stats = trade_stats_add(stats, pnl, tret, t - scratch[c, s, SC_ENTRY_BAR])
-                            scratch[c, s, SC_FLOW] = 0.0
-                            scratch[c, s, SC_ENTRY_COST] = 0.0
-                            scratch[c, s, SC_AVG_PX] = math.nan
-                            scratch[c, s, SC_ENTRY_BAR] = -1.0
-                        if flipped:
-                            u_open = units - u_close
-                            scratch[c, s, SC_ENTRY_BAR] = t
-                            scratch[c, s, SC_FLOW] = flow * (u_open / units)
-                            scratch[c, s, SC_ENTRY_COST] = u_open * f * (1.0 + fees) + fixed_fee * (u_open / units)
-                            scratch[c, s, SC_AVG_PX] = p
-                    # --- order statistics and record
-                    order_costs = fill_costs(units, p, f, fees, fixed_fee, slippage)
-                    costs += order_costs
-                    turnover += units * p
-                    if value > 0.0:
-                        turnover_rel += units * p / value
-                    if record and n_orders < max_records:
-                        orders_out[c, n_orders, O_BAR] = t
-                        orders_out[c, n_orders, O_SYMBOL] = s
-                        orders_out[c, n_orders, O_UNITS] = units if side == 1 else -units
-                        orders_out[c, n_orders, O_PRICE] = f
-                        orders_out[c, n_orders, O_COSTS] = order_costs
-                        orders_out[c, n_orders, O_REASON] = scratch[c, s, SC_REASON]
-                    n_orders += 1
+                # --- order statistics and record
+                order_costs = fill_costs(units, p, f, fees, fixed_fee, slippage)
+                costs += order_costs
+                turnover += units * p
+                if value > 0.0:
+                    turnover_rel += units * p / value
+                if record and n_orders < max_records:
+                    orders_out[c, n_orders, O_BAR] = t
+                    orders_out[c, n_orders, O_SYMBOL] = s
+                    orders_out[c, n_orders, O_UNITS] = units if side == 1 else -units
+                    orders_out[c, n_orders, O_PRICE] = f
+                    orders_out[c, n_orders, O_COSTS] = order_costs
+                    orders_out[c, n_orders, O_REASON] = scratch[c, s, SC_REASON]
+                n_orders += 1
 
         # mark
         equity = cash

@@ -32,7 +32,10 @@ SC_ENTRY_BAR = 5   # bar of the open position trade's first fill
 SC_FLOW = 6        # cash flow of the open position trade's fills so far (costs included)
 SC_ENTRY_COST = 7  # Σ u × F × (1 + fees) + fixed fee over the open trade's entry fills
 SC_REASON = 8      # this step's order reason (one of OR_*)
-N_SCRATCH = 9
+# the k-th slot row (k = 0..orders − 1, not symbol k) holds the k-th fill of a rebalance in call order:
+SC_CALL = 9        # scratch[c, k, SC_CALL]: its symbol (as a float)
+SC_CALL_KEY = 10   # scratch[c, k, SC_CALL_KEY]: its sort key, w × value − position × P
+N_SCRATCH = 11
 
 # --- per-column results: acc[c, k] ----------------------------------------------------
 PA_FINAL_EQUITY = 0
