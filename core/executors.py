@@ -182,6 +182,16 @@ class LocalExecutor:
                           **({"overfitting": time.perf_counter() - t3} if over is not None else {})},
                          outs[0].notes if outs else {}, over)
 
+    def run_tasks(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]],
+                  cancel: CancelFn | None = None) -> list[Any]:
+        """``fn(*args, ctx=…, loader=…)`` for each args tuple, in order (walk-forward stages)."""
+        out = []
+        for args in args_list:
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            out.append(fn(*args, ctx=self.ctx, loader=self.loader))
+        return out
+
 
 def _best_column(top: pd.DataFrame) -> int | None:
     return int(top["column"].iloc[0]) if len(top) else None
@@ -200,16 +210,6 @@ def _overfitting_local(plan: RunPlan, top: pd.DataFrame, cal: Calendar, outs: li
     best = _best_column(top)
     parts = [OS.pass2(o, merged, best, rf) for o in outs]
     return OS.finish(merged, parts, plan.n_columns, best, cal.periods_per_year, rf)
-
-    def run_tasks(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]],
-                  cancel: CancelFn | None = None) -> list[Any]:
-        """``fn(*args, ctx=…, loader=…)`` for each args tuple, in order (walk-forward stages)."""
-        out = []
-        for args in args_list:
-            if cancel is not None and cancel():
-                raise Cancelled("cancelled")
-            out.append(fn(*args, ctx=self.ctx, loader=self.loader))
-        return out
 
 
 def _out_summary(*outs: PartitionOutput) -> list[dict[str, Any]]:
