@@ -168,9 +168,10 @@ def _keys_at(s1, s2, cols, rows, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off,
 
 
 @njit(parallel=True, cache=True)
-def _pass2(s1, s2, ids, thr, chosen, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf,
+def _pass2(s1, s2, thr, thr_fin, own, own_lt, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf,
            n_chunks):  # pragma: no cover
-    """Per IS set u: columns (other than chosen[u]) whose key is below / equal to thr[u]."""
+    """Per IS set u: columns (other than the chosen one, local index own[u] or −1) whose key is below /
+    equal to thr[u]; own_lt[u] is the chosen column's own comparison (1 below, 0 equal, −1 above)."""
     n_cols = s1.shape[0]
     h = s1.shape[1] // 2
     n_splits = inv_n.shape[0]
@@ -199,22 +200,62 @@ def _pass2(s1, s2, ids, thr, chosen, inv_n, inv_nm1, a_masks, a_off, b_masks, b_
                     for q in range(tn):
                         x1a = sa1[q, a]
                         x2a = sa2[q, a]
-                        cid = ids[t0 + q]
                         for ib in range(nb):
                             i = base + ib
                             x1 = x1a + gb1[q, bo + ib]
                             mean = x1 * inv_n[i]
                             var = (x2a + gb2[q, bo + ib] - x1 * mean) * inv_nm1[i]
                             d = mean - rf
-                            t = thr[i]
-                            # key < t  <=>  d|d| < t·var when var > 0; an undefined key (−inf) is below any finite t
+                            # key < t  <=>  d|d| < t·var when var > 0; an undefined key (−inf) is below any
+                            # finite t (thr_fin[i] = 0 for a finite t, −1 for t = −inf)
                             pos = var > 0.0
                             lhs = d * abs(d) if pos else -1.0
-                            rhs = t * var if pos else (0.0 if t > -math.inf else -1.0)
-                            other = chosen[i] != cid
-                            lrow[i] += np.int64((lhs < rhs) & other)
-                            erow[i] += np.int64((lhs == rhs) & other)
+                            rhs = thr[i] * var if pos else thr_fin[i]
+                            lrow[i] += lhs < rhs
+                            erow[i] += lhs == rhs
+        # the chosen column itself is not counted: take its own comparison back
+        for i in range(n_splits):
+            c = own[i]
+            if ch * step <= c < hi:
+                v = own_lt[i]
+                lrow[i] -= v == 1
+                erow[i] -= v == 0
     return less, equal
+
+
+@njit(cache=True)
+def _own_cmp(s1, s2, own, thr, thr_fin, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off,
+             rf):  # pragma: no cover
+    """Per IS set u whose chosen column is local (own[u] >= 0): its comparison in `_pass2`'s arithmetic."""
+    h = s1.shape[1] // 2
+    out = np.full(own.shape[0], -1, dtype=np.int64)
+    sa1 = np.empty(1 << h)
+    sa2 = np.empty(1 << h)
+    sb1 = np.empty(1 << h)
+    sb2 = np.empty(1 << h)
+    for i in range(own.shape[0]):
+        c = own[i]
+        if c < 0:
+            continue
+        _subset_sums(s1[c], sa1, 0, h)
+        _subset_sums(s2[c], sa2, 0, h)
+        _subset_sums(s1[c], sb1, h, h)
+        _subset_sums(s2[c], sb2, h, h)
+        k = 0
+        while grp_off[k + 1] <= i:
+            k += 1
+        nb = b_off[k + 1] - b_off[k]
+        a = a_masks[a_off[k] + (i - grp_off[k]) // nb]
+        b = b_masks[b_off[k] + (i - grp_off[k]) % nb]
+        x1 = sa1[a] + sb1[b]
+        mean = x1 * inv_n[i]
+        var = (sa2[a] + sb2[b] - x1 * mean) * inv_nm1[i]
+        d = mean - rf
+        pos = var > 0.0
+        lhs = d * abs(d) if pos else -1.0
+        rhs = thr[i] * var if pos else thr_fin[i]
+        out[i] = 1 if lhs < rhs else (0 if lhs == rhs else -1)
+    return out
 
 
 def _threads() -> int:
@@ -280,10 +321,13 @@ def cscv_count(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, best:
     s1, s2, lay, inv_n, inv_nm1 = _prep(sums, block_n)
     comp = lay["comp"]
     thr = np.ascontiguousarray(best["oos_key"][comp])
-    chosen = np.ascontiguousarray(best["column"][comp])
+    thr_fin = np.where(thr > -np.inf, 0.0, -1.0)
     ids = np.asarray(columns, dtype=np.int64)
-    less, equal = _pass2(s1, s2, ids, thr, chosen, inv_n, inv_nm1, *_args(lay), float(risk_free),
-                         _chunks(s1.shape[0]))
+    pos = {int(c): j for j, c in enumerate(ids)}
+    own = np.array([pos.get(int(c), -1) for c in best["column"][comp]], dtype=np.int64)
+    rf = float(risk_free)
+    own_lt = _own_cmp(s1, s2, own, thr, thr_fin, inv_n, inv_nm1, *_args(lay), rf)
+    less, equal = _pass2(s1, s2, thr, thr_fin, own, own_lt, inv_n, inv_nm1, *_args(lay), rf, _chunks(s1.shape[0]))
     return {"n_less": less.sum(axis=0)[comp], "n_equal": equal.sum(axis=0)[comp], "n_columns": np.int64(len(ids))}
 
 
