@@ -1,17 +1,18 @@
 """CSCV's two passes compiled with numba (CPU, parallel over column chunks): what sweeps run.
 
 `overfitting.cscv_best` / `cscv_count` are the plain numpy statement of the same passes (and
-the tests' reference); these give the same PBO, logits and slope, about 50× faster, without
+the tests' reference); these give the same PBO, logits and slope, ~10× faster on 2 cores, without
 building any (splits × columns) array. The S blocks are cut into halves A (blocks 0..S/2−1) and
 B (the rest); a split's in-sample set is a pair of bit masks (a, b) with popcount(a) +
 popcount(b) = S/2, and its sums are ``SA[a] + SB[b]`` from per-column tables of the 2^(S/2)
-subset sums of each half, so each (split, column) costs two additions and a division. Splits
-are ordered by popcount(a), then a, then b, so the innermost loop runs over contiguous b.
+subset sums of each half, so each (split, column) costs a few multiplications and additions.
+Splits are ordered by popcount(a), then a, then b, so the innermost loop runs over contiguous b;
+columns go in tiles of `TILE` so each split's per-split values are reused from L1.
 
 Columns are compared by the key ``d·|d| / var`` (``d = mean − rf``), which orders them like
-their Sharpe ratio ``d / √var`` without a square root; an undefined Sharpe (var ≤ 0, fewer
-than 2 returns) has key −inf. The chosen column's OOS key is computed by the same expression
-as every other column's, so equal columns tie exactly.
+their Sharpe ratio ``d / √var`` without a square root, and in the loops as ``d·|d| ⋚ key·var``
+(no division; one only on a new best); an undefined Sharpe (var ≤ 0, fewer than 2 returns)
+has key −inf. Identical columns compute identical values, so they tie exactly.
 """
 
 from __future__ import annotations
