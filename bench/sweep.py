@@ -40,13 +40,17 @@ def make_panel(n_symbols: int, n_bars: int, seed: int) -> Any:
     return MarketPanel.from_long(gbm_panel_frame(n_symbols, n_bars, seed))
 
 
+OVERFITTING_BLOCKS = 16  # output.overfitting; 0: null (off)
+
+
 def spec() -> dict[str, Any]:
     return {
         "strategy": "sma_crossover",
         "params": {"fast": {"start": 5, "stop": 50, "step": 5}, "slow": {"start": 20, "stop": 200, "step": 20}},
         "execution": {"init_cash": 100_000, "fill": "close", "direction": "long", "fractional": True},
         "metrics": {"periods_per_year": 252},
-        "output": {"metrics": METRICS, "rank_by": "sharpe", "top_k": 0},
+        "output": {"metrics": METRICS, "rank_by": "sharpe", "top_k": 0,
+                   "overfitting": {"blocks": OVERFITTING_BLOCKS} if OVERFITTING_BLOCKS else None},
     }
 
 
@@ -62,6 +66,7 @@ def ours(panel: Any, backend: str) -> Callable[[], Any]:
 
     def run() -> Any:
         res = engine.run(sp, panel)
+        run.info = res.info  # type: ignore[attr-defined]
         return res.table
 
     run.engine = engine  # type: ignore[attr-defined]
@@ -121,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-vectorbt", action="store_true")
     ap.add_argument("--json", help="append the result rows to this JSON-lines file")
+    ap.add_argument("--overfitting", type=int, default=16,
+                    help="output.overfitting blocks (CSCV's S; default 16, the spec's default); 0: off")
     args = ap.parse_args(argv)
+    global OVERFITTING_BLOCKS
+    OVERFITTING_BLOCKS = args.overfitting
 
     panel = make_panel(args.symbols, args.bars, args.seed)
     cols = args.symbols * len(PAIRS)
@@ -133,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(f"ours-{args.backend}", run, cells, args.repeat, sync)]
     table = run()
     print(f"  chunks: {run.engine.backend.memory_budget / 2**20:.0f} MiB budget", flush=True)  # type: ignore
+    print(f"  stage seconds of the last run: {run.info['stage_seconds']}", flush=True)  # type: ignore
+    if "overfitting" in run.info:  # type: ignore[attr-defined]
+        o = run.info["overfitting"]  # type: ignore[attr-defined]
+        print(f"  overfitting: dsr {o['dsr']}, psr {o['psr']}, pbo {o['cscv'] and o['cscv']['pbo']}", flush=True)
     if not args.no_vectorbt:
         vrun = vectorbt(panel)
         rows.append(measure("vectorbt", vrun, cells, args.repeat, lambda: None))

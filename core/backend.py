@@ -80,15 +80,19 @@ class Backend:
             return np.asarray(a)
         return self.xp.asnumpy(a)
 
-    def simulate(self, *args: Any) -> Any:
-        """Run the simulation kernel over all columns (arguments as `cpu.simulate`)."""
+    def simulate(self, *args: Any, blocks_out: Any = None, n_blocks: int = 0) -> Any:
+        """Run the simulation kernel over all columns (arguments as `cpu.simulate`).
+
+        ``n_blocks`` must equal the ``I_N_BLOCKS`` slot of the iopts passed, with ``blocks_out``
+        its (C, B, N_BLOCK_ACC) buffer when B > 0.
+        """
         if self.name == "cpu":
             from .simulate import cpu
 
-            return cpu.simulate(*args)
+            return cpu.simulate(*args, blocks_out=blocks_out)
         from .simulate import cuda
 
-        return cuda.simulate(self.xp, *args)
+        return cuda.simulate(self.xp, *args, blocks_out=blocks_out, n_blocks=n_blocks)
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""

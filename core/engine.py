@@ -58,6 +58,7 @@ from .worker import StageContext
 BYTES_PER_CELL = 40
 BYTES_PER_CELL_SERIES = 8
 
+BLOCKS_KEY = "_blocks"  # Engine.sweep's output key of the per-block sums (not a metric)
 SUMMARY_ROWS = 20  # candidates kept per partition at least: the job summary's top rows
 
 __all__ = ["BacktestResult", "CancelFn", "Cancelled", "Engine", "ProgressFn", "StrategyError"]
@@ -150,9 +151,9 @@ class RunOptions:
         """The kernel's int option array (no returns, no records)."""
         return self.sim.arrays()[1]
 
-    def with_flags(self, want_returns: bool, record: bool) -> np.ndarray:
-        """The int option array with the output switches set."""
-        return dataclasses.replace(self.sim, want_returns=want_returns, record=record).arrays()[1]
+    def with_flags(self, want_returns: bool, record: bool, n_blocks: int = 0) -> np.ndarray:
+        """The int option array with the output switches set (``n_blocks`` > 0: per-block sums)."""
+        return dataclasses.replace(self.sim, want_returns=want_returns, record=record, n_blocks=n_blocks).arrays()[1]
 
 
 @dataclass
@@ -379,7 +380,9 @@ class Engine:
         info["data"] = data_info(plan.data, ex.calendar, without)
         if plan.mode == MODE_PORTFOLIO:
             info["portfolio"] = portfolio_info(spec, resolve_strategy(spec, self.registry), ex.notes)
-        info["walk_forward"] = None  # every info has the key (the API's documents list every field)
+        # every info has these keys (null when the run has none): the API's documents list every field
+        info["overfitting"] = ex.overfitting
+        info["walk_forward"] = None
         if spec.validation is not None:  # walk-forward folds (core/walkforward.py)
             if progress:
                 progress(0.95, "walk-forward")
@@ -449,9 +452,10 @@ class Engine:
     # -- compute primitives (what the stages call) ----------------------------------------
     def sweep(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
               ppy: float, need_series: bool, benchmark: np.ndarray | None,
-              cancel: CancelFn | None = None) -> tuple[dict[str, np.ndarray], int]:
+              cancel: CancelFn | None = None, n_blocks: int = 0) -> tuple[dict[str, np.ndarray], int]:
         """Sweep-mode metrics of every (symbol, combination) column of ``panel`` (symbol-major),
-        in chunks within this backend's memory budget; host arrays out, and the chunk count."""
+        in chunks within this backend's memory budget; host arrays out, and the chunk count.
+        ``n_blocks`` > 0: also the columns' per-block sums, (C, B, N_BLOCK_ACC), under `BLOCKS_KEY`."""
         be, xp = self.backend, self.backend.xp
         n_bars, n_sym, n_combo = panel.n_bars, panel.n_symbols, grid_size(grid)
         # a strategy may say it needs more per cell (an expression strategy with many gathered arrays)
@@ -459,9 +463,10 @@ class Engine:
         cell += BYTES_PER_CELL_SERIES if need_series else 0
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
         opts = RunOptions.from_spec(spec)
-        iopts = be.asarray(opts.with_flags(need_series, False))
+        iopts = be.asarray(opts.with_flags(need_series, False, n_blocks))
         fopts = be.asarray(opts.fopts)
         dummies = self._dummies()
+        blocks_all = np.zeros((n_sym * n_combo, n_blocks, L.N_BLOCK_ACC)) if n_blocks > 0 else None
         bench = be.asarray(benchmark) if (need_series and benchmark is not None) else None
         bars_host = panel.bars()
         out: dict[str, np.ndarray] = {}
@@ -479,9 +484,11 @@ class Engine:
             n_k = chunk.combo_stop - chunk.combo_start
             sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
             ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if need_series else dummies[0]
+            blk = xp.empty((n_s * n_k, n_blocks, L.N_BLOCK_ACC), dtype=xp.float64) if n_blocks > 0 else None
             acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
                               sig.entries, sig.exits, sig.short_entries, sig.short_exits,
-                              fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3])
+                              fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3],
+                              blocks_out=blk, n_blocks=n_blocks)
             vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
             if need_series:
                 vals.update(M.series_metrics(ret_buf, ppy, spec.metrics.risk_free, bench, xp=xp))
@@ -493,7 +500,11 @@ class Engine:
                 if name not in out:
                     out[name] = np.full(n_sym * n_combo, np.nan)
                 out[name][cols] = be.to_host(v)
+            if blocks_all is not None:
+                blocks_all[cols] = be.to_host(blk)
         be.synchronize()
+        if blocks_all is not None:
+            out[BLOCKS_KEY] = blocks_all
         return out, len(chunks)
 
     def _dummies(self) -> tuple[Any, Any, Any, Any]:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from . import overfit_stages as OS
 from .errors import GpuBacktestError, SpecError
 from .loaders import BarsLoader, Calendar
 from .plan import MODE_PORTFOLIO, Partition, RunPlan
@@ -82,6 +83,7 @@ class Execution:
     pieces: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # portfolio mode: series ended or stopped early
+    overfitting: dict[str, Any] | None = None  # info.overfitting (core/overfit_stages.py)
 
 
 class Executor(Protocol):
@@ -171,11 +173,14 @@ class LocalExecutor:
         table = None
         if artifact is None:
             table = pd.concat([o.table for o in outs if o.table is not None], ignore_index=True)
+        t3 = time.perf_counter()
+        over = _overfitting_local(plan, top, cal, outs)
         return Execution(cal, top, _order_details(top, top_k, found), sum(o.n_rows for o in outs),
                          sum(o.chunks for o in outs), summarize_ran_on(ran_on), table,
                          [o.index for o in outs],
-                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2},
-                         outs[0].notes if outs else {})
+                         {"calendar": t1 - t0, "partitions": t2 - t1, "details": t3 - t2,
+                          **({"overfitting": time.perf_counter() - t3} if over is not None else {})},
+                         outs[0].notes if outs else {}, over)
 
     def run_tasks(self, fn: Callable[..., Any], args_list: list[tuple[Any, ...]],
                   cancel: CancelFn | None = None) -> list[Any]:
@@ -186,6 +191,25 @@ class LocalExecutor:
                 raise Cancelled("cancelled")
             out.append(fn(*args, ctx=self.ctx, loader=self.loader))
         return out
+
+
+def _best_column(top: pd.DataFrame) -> int | None:
+    return int(top["column"].iloc[0]) if len(top) else None
+
+
+def _rf(plan: RunPlan) -> float:
+    return float((plan.spec.get("metrics") or {}).get("risk_free") or 0.0)
+
+
+def _overfitting_local(plan: RunPlan, top: pd.DataFrame, cal: Calendar, outs: list[PartitionOutput]) -> Any:
+    """info.overfitting from partition outputs held in this process (None when none kept block sums)."""
+    rf = _rf(plan)
+    merged = OS.merge_pass1(*[OS.pass1(o, rf) for o in outs])
+    if merged is None:
+        return None
+    best = _best_column(top)
+    parts = [OS.pass2(o, merged, best, rf) for o in outs]
+    return OS.finish(merged, parts, plan.n_columns, best, cal.periods_per_year, rf)
 
 
 def _out_summary(*outs: PartitionOutput) -> list[dict[str, Any]]:
@@ -344,6 +368,7 @@ class DaskExecutor:
         table = None
         if artifact is None:  # the caller asked for the rows in memory (run_backtest with a client)
             table = pd.concat([o.table for o in self.client.gather(outs)], ignore_index=True)
+        over = self._overfitting(plan, top, cal, outs, cancel)
         del outs, top_f, summary_f
         ran_on = [("partition", s["ran_on"]) for s in summary]
         det_futs = []
@@ -360,4 +385,20 @@ class DaskExecutor:
                          sum(s["chunks"] for s in summary), summarize_ran_on(ran_on), table,
                          [s["index"] for s in summary],
                          {"calendar": t1 - t0, "partitions": t2 - t1, "details": time.perf_counter() - t2},
-                         summary[0]["notes"] if summary else {})
+                         summary[0]["notes"] if summary else {}, over)
+
+    def _overfitting(self, plan: RunPlan, top: pd.DataFrame, cal: Calendar, outs: list[Any],
+                     cancel: CancelFn | None) -> Any:
+        """info.overfitting as two reductions on the workers holding the partition outputs: only
+        O(splits) pieces travel (core/overfit_stages.py)."""
+        rf = _rf(plan)
+        p1 = [self._submit(OS.pass1, o, rf) for o in outs]
+        m1 = self._tree(OS.merge_pass1, p1) if len(p1) > 1 else self._submit(OS.merge_pass1, p1[0])
+        self._wait([m1], cancel)
+        merged = m1.result()
+        if merged is None:
+            return None
+        best = _best_column(top)
+        p2 = [self._submit(OS.pass2, o, m1, best, rf) for o in outs]
+        self._wait(p2, cancel)
+        return OS.finish(merged, self.client.gather(p2), plan.n_columns, best, cal.periods_per_year, rf)

@@ -171,6 +171,9 @@ def content_hash(plan: RunPlan) -> str:
         doc.pop("mode")
     if not doc["data"].get("ended"):
         doc["data"].pop("ended", None)
+    output = doc["spec"].get("output")
+    if isinstance(output, dict) and output.get("overfitting") is None:
+        output.pop("overfitting", None)
     if isinstance(doc.get("spec"), dict) and doc["spec"].get("validation", 0) is None:
         doc["spec"] = {k: v for k, v in doc["spec"].items() if k != "validation"}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()

@@ -242,6 +242,25 @@ class MetricsOptions:
         return object_schema(cls)
 
 
+DEFAULT_CSCV_BLOCKS = 16
+CSCV_BLOCKS = tuple(range(2, 21, 2))
+
+
+def _overfitting(value: Any, where: str) -> dict[str, int] | None:
+    """``output.overfitting``: null (off) or ``{"blocks": S}`` with S even, 2 to 20 (default 16)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SpecError(where, f"must be an object or null, got {value!r}")
+    extra = sorted(set(value) - {"blocks"})
+    if extra:
+        raise SpecError(f"{where}.{extra[0]}", "unknown field")
+    blocks = value.get("blocks", DEFAULT_CSCV_BLOCKS)
+    if isinstance(blocks, bool) or blocks not in CSCV_BLOCKS:
+        raise SpecError(f"{where}.blocks", f"must be an even integer from 2 to 20, got {blocks!r}")
+    return {"blocks": int(blocks)}
+
+
 @dataclass(frozen=True)
 class OutputOptions:
     """What the result holds: ranking metric, how many top rows get details, which details."""
@@ -253,6 +272,13 @@ class OutputOptions:
     trades: bool = field(default=True, metadata=meta(Flag(), "details include the trades"))
     metrics: tuple[str, ...] | None = field(default=None, metadata=meta(  # None: every metric
         Many(_METRIC), "the metrics to compute (rank_by is added); null: all"))
+    overfitting: dict[str, int] | None = field(default=None, metadata=meta(
+        Described({"type": "object", "nullable": True, "additionalProperties": False,
+                   "properties": {"blocks": {"type": "integer", "enum": list(CSCV_BLOCKS),
+                                             "default": DEFAULT_CSCV_BLOCKS}}}),
+        "overfitting statistics of a sweep (PSR, DSR, MinTRL, CSCV's PBO; docs/metrics.md) over `blocks` "
+        "(an even number 2-20, default 16) time blocks; null (the default): off — CSCV at 16 blocks "
+        "still costs about as much as the sweep itself (bench/RESULTS.md)"))
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "output") -> OutputOptions:
@@ -266,7 +292,8 @@ class OutputOptions:
                 wanted = [*wanted, rank_by]
             wanted = tuple(wanted)
         return cls(rank_by=rank_by, top_k=top_k, equity_curves=take(cls, d, "equity_curves", path),
-                   trades=take(cls, d, "trades", path), metrics=wanted)
+                   trades=take(cls, d, "trades", path), metrics=wanted,
+                   overfitting=_overfitting(d.get("overfitting"), f"{path}.overfitting"))
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

@@ -47,6 +47,12 @@ class PartitionOutput:
     table: pd.DataFrame | None = None  # the rows, when no artifact location was given
     piece: str | None = None  # where the rows were written
     notes: dict[str, Any] = field(default_factory=dict)  # portfolio mode: series ended or stopped early
+    # overfitting statistics (core/overfit_stages.py): per column and block Σr, Σr² (C_p, S, 2), the
+    # returns per block (S,), and per column the whole run's n, Σr, Σr², Σr³, Σr⁴ (C_p, 5)
+    blocks: np.ndarray | None = None
+    block_n: np.ndarray | None = None
+    totals: np.ndarray | None = None
+    column_start: int = 0  # global column id of blocks[0]
 
 
 def _loader(task: PartitionTask, loader: BarsLoader | None) -> BarsLoader:
@@ -92,7 +98,7 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
                     ctx: ContextArg, loader: BarsLoader | None = None,
                     cancel: Any = None) -> PartitionOutput:
     """Sweep one partition; write its ranked piece to ``artifact`` (a job's location) if given."""
-    from .engine import Engine
+    from .engine import BLOCKS_KEY, Engine
 
     ctx = _context(ctx)
     if isinstance(cancel, str):
@@ -108,6 +114,7 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)
     notes: dict[str, Any] = {}
+    blocks = block_n = totals = None
     if task.mode == MODE_PORTFOLIO:
         from .portfolio_engine import portfolio_sweep
 
@@ -120,7 +127,12 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
         table = portfolio_table(p.start, p.stop, block, values, wanted)
     else:
         values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, need_series,
-                                        bench, cancel=cancel)
+                                        bench, cancel=cancel, n_blocks=overfitting_blocks(spec))
+        blocks = values.pop(BLOCKS_KEY, None)
+        if blocks is not None:  # keep what the statistics read: 2 of the 7 sums per block
+            block_n = blocks[0, :, 0].copy() if len(blocks) else np.zeros(blocks.shape[1])
+            totals = blocks[:, :, :5].sum(axis=1)
+            blocks = np.ascontiguousarray(blocks[:, :, 1:3])
         t2 = time.perf_counter()
         table = column_table(symbols, task.partition.start, grid, values, wanted)
     top = top_n(table, spec.output.rank_by, n_top)
@@ -131,7 +143,15 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     return PartitionOutput(
         index=task.partition.index, n_rows=len(table), top=top, chunks=n_chunks, ran_on=ctx.describe(),
         seconds={"load": t1 - t0, "compute": t2 - t1, "write": t3 - t2},
-        table=None if artifact is not None else table, piece=piece, notes=notes)
+        table=None if artifact is not None else table, piece=piece, notes=notes,
+        blocks=blocks, block_n=block_n, totals=totals,
+        column_start=task.partition.start * (len(next(iter(grid.values()))) if grid else 1))
+
+
+def overfitting_blocks(spec: Any) -> int:
+    """The number of blocks the overfitting statistics want (0: off)."""
+    cfg = spec.output.overfitting
+    return int(cfg["blocks"]) if cfg else 0
 
 
 def series_ends(task: PartitionTask, panel: Any) -> tuple[np.ndarray, dict[str, Any]]:

@@ -56,6 +56,28 @@ def test_kernel_parity_with_poisoned_outputs() -> None:
         np.testing.assert_allclose(cupy.asnumpy(db), hb, rtol=1e-9, atol=1e-12, equal_nan=True)
 
 
+def test_kernel_block_sums_parity() -> None:
+    from gpu_backtest.core.simulate import cuda as cuda_build
+
+    rng = np.random.default_rng()
+    T, S, C, B = 700, 5, 200, 16
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (T, S)), axis=0))
+    open_, high, low = close * 1.001, close * 1.01, close * 0.99
+    sym = rng.integers(0, S, C).astype(np.int64)
+    sig = [rng.random((T, C)) < 0.05 for _ in range(4)]
+    f = np.zeros(L.N_FOPTS)
+    f[[L.F_INIT_CASH, L.F_FEES, L.F_SIZE]] = [1e5, 0.001, 1.0]
+    i = np.zeros(L.N_IOPTS, np.int64)
+    i[[L.I_DIRECTION, L.I_FRACTIONAL, L.I_N_BLOCKS]] = [2, 1, B]
+    dummies = lambda xp: (xp.zeros((1, 1)), xp.zeros((1, 1)), xp.zeros((1, 1, 1)), xp.zeros(1, xp.int64))  # noqa: E731
+    blocks_cpu = np.full((C, B, L.N_BLOCK_ACC), np.nan)
+    cpu_build.simulate(open_, high, low, close, sym, *sig, f, i, *dummies(np), blocks_out=blocks_cpu)
+    dev = [cupy.asarray(a) for a in (open_, high, low, close, sym, *sig, f, i)]
+    blocks_gpu = cupy.full((C, B, L.N_BLOCK_ACC), cupy.nan)
+    cuda_build.simulate(cupy, *dev, *dummies(cupy), blocks_out=blocks_gpu, n_blocks=B)
+    np.testing.assert_allclose(cupy.asnumpy(blocks_gpu), blocks_cpu, rtol=1e-9, atol=1e-12)
+
+
 def test_engine_parity_and_chunking() -> None:
     settings = Settings.from_env({})
     data = gbm_panel_frame(20, 600, seed=int(np.random.default_rng().integers(2**31)))

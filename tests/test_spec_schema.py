@@ -49,7 +49,7 @@ FULL: dict[str, Any] = {
                   "size_type": "percent", "fractional": False, "sl_stop": 0.05, "tp_stop": 0.2, "tsl_stop": 0.1},
     "metrics": {"risk_free": 0.0001, "periods_per_year": 252 * 7, "benchmark": "SPY"},
     "output": {"rank_by": "sortino", "top_k": 3, "equity_curves": False, "trades": False,
-               "metrics": ["sortino", "total_return"]},
+               "metrics": ["sortino", "total_return"], "overfitting": {"blocks": 8}},
     "callback_url": "https://example.com/hook",
     "portfolio": {"rebalance": "1q", "select": "long_short", "quantile": 0.1, "weighting": "score",
                   "volatility_lookback": 20, "max_weight": 0.2, "gross_leverage": 1.5, "net_exposure": 0.5,

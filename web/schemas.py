@@ -220,6 +220,11 @@ class RunInfo(Model):
     ran_on: list[RanOn] | None = None
     stage_seconds: dict[str, float] | None = None
     elapsed_s: float | None = None
+    overfitting: dict[str, Any] | None = Field(
+        None, description="a sweep's overfitting statistics (output.overfitting; docs/metrics.md, 'Overfitting "
+                          "statistics'): n_trials, blocks, best_column and its per-bar sharpe, skew, kurtosis, "
+                          "psr, dsr, expected_max_sharpe, sharpe_variance, min_track_record (bars); cscv: "
+                          "n_splits, pbo, logit_mean, logit_quantiles, slope, intercept, prob_oos_loss")
     walk_forward: WalkForward | None = Field(None, description="spec validation: the walk-forward's folds "
                                                                 "and out-of-sample results")
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
 from .kernel import simulate_column
-from .layout import N_ACC
+from .layout import I_N_BLOCKS, N_ACC, N_BLOCK_ACC
 
 
 def _drop_stale_cache() -> None:
@@ -41,12 +42,12 @@ _column = njit(nogil=True, cache=True)(simulate_column)
 @njit(parallel=True, nogil=True, cache=True)
 def _simulate_all(
     open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-    fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+    fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
 ):  # pragma: no cover - compiled
     for c in prange(sym.shape[0]):
         _column(
             c, open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
         )
 
 
@@ -66,11 +67,14 @@ def simulate(
     equity_out: np.ndarray,
     trades_out: np.ndarray,
     ntrades_out: np.ndarray,
+    blocks_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run every column on the CPU; returns the (C, N_ACC) accumulator array.
 
     See `kernel.simulate_column` for the shapes; the output buffers are filled in place.
+    ``blocks_out`` (C, B, N_BLOCK_ACC) is needed when ``iopts[I_N_BLOCKS]`` = B > 0.
     """
+    blocks_out = _blocks_buffer(np, sym, iopts, blocks_out)
     acc = np.empty((sym.shape[0], N_ACC), dtype=np.float64)
     # One parallel launch at a time per process: prange already uses every core, and numba's
     # workqueue threading layer (used when neither OpenMP nor TBB is available) is not safe for
@@ -78,6 +82,17 @@ def simulate(
     with _LAUNCH_LOCK:
         _simulate_all(
             open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out,
+            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
         )
     return acc
+
+
+def _blocks_buffer(xp: Any, sym: Any, iopts: Any, blocks_out: Any) -> Any:
+    """``blocks_out`` checked against ``iopts[I_N_BLOCKS]``, or the (1, 1, 1) dummy when off."""
+    n_blocks = int(iopts[I_N_BLOCKS])
+    if n_blocks <= 0:
+        return xp.zeros((1, 1, 1), dtype=xp.float64) if blocks_out is None else blocks_out
+    want = (int(sym.shape[0]), n_blocks, N_BLOCK_ACC)
+    if blocks_out is None or tuple(blocks_out.shape) != want:
+        raise ValueError(f"iopts asks for {n_blocks} blocks: blocks_out must have shape {want}")
+    return blocks_out

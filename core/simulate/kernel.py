@@ -26,6 +26,13 @@ from .layout import (
     A_OPEN_PNL,
     A_RET_M2,
     A_RET_MEAN,
+    BK_N,
+    BK_N_CLOSED,
+    BK_PNL,
+    BK_SUM,
+    BK_SUM2,
+    BK_SUM3,
+    BK_SUM4,
     DIR_LONG,
     DIR_SHORT,
     F_FEES,
@@ -41,9 +48,11 @@ from .layout import (
     I_DIRECTION,
     I_FILL,
     I_FRACTIONAL,
+    I_N_BLOCKS,
     I_RECORD,
     I_SIZE_TYPE,
     I_WANT_RETURNS,
+    N_BLOCK_ACC,
     R_OPEN,
     R_REVERSE,
     R_SIGNAL,
@@ -99,13 +108,17 @@ def simulate_column(
     equity_out,
     trades_out,
     ntrades_out,
+    blocks_out,
 ):
     """Simulate column ``c`` over all bars; write its accumulators (and records) in place.
 
     Prices are (T, S) arrays indexed by ``sym[c]``; signals are (T, C) arrays indexed by ``c``
     (the short pair may be (1, 1) dummies when the direction is ``long``).
     ``returns_out``/``equity_out`` are (T, C) and ``trades_out`` is (C, max_trades, N_TFIELDS)
-    when the corresponding iopts flag is set, else (1, 1) / (1, 1, 1) dummies.
+    when the corresponding iopts flag is set, else (1, 1) / (1, 1, 1) dummies; ``blocks_out``
+    is (C, B, N_BLOCK_ACC) when ``iopts[I_N_BLOCKS]`` = B > 0 (per-block sums: bar ``t`` is in
+    block ``b`` when ⌊b·T/B⌋ <= t < ⌊(b+1)·T/B⌋; a closed trade counts in its exit bar's block),
+    else a (1, 1, 1) dummy.
     """
     s = sym[c]
     n_bars = close.shape[0]
@@ -155,7 +168,28 @@ def simulate_column(
     stats = trade_stats_new()
     n_trades = 0
 
+    # per-block sums, kept in registers and stored once per block
+    n_blocks = iopts[I_N_BLOCKS]
+    blk = 0
+    blk_end = n_bars
+    if n_blocks > 0:
+        blk_end = n_bars // n_blocks
+        for b in range(n_blocks):
+            for k in range(N_BLOCK_ACC):
+                blocks_out[c, b, k] = 0.0
+    b_n = 0.0
+    b_s1 = 0.0
+    b_s2 = 0.0
+    b_s3 = 0.0
+    b_s4 = 0.0
+    b_closed = 0.0
+    b_pnl = 0.0
+
     for t in range(n_bars):
+        if n_blocks > 0:
+            while t >= blk_end and blk < n_blocks - 1:
+                blk += 1
+                blk_end = ((blk + 1) * n_bars) // n_blocks
         o = open_[t, s]
         h = high[t, s]
         lo = low[t, s]
@@ -284,6 +318,8 @@ def simulate_column(
                         trades_out[c, n_trades, T_EXIT_REASON] = reason
                     n_trades += 1
                     stats = trade_stats_add(stats, pnl, tret, t - entry_idx)
+                    b_closed += 1.0
+                    b_pnl += pnl
                     pos = 0.0
 
                 # ---- open a new position ----
@@ -354,6 +390,28 @@ def simulate_column(
             exposure += 1
         if want_returns:
             returns_out[t, c] = r
+        if n_blocks > 0:
+            r2 = r * r
+            b_n += 1.0
+            b_s1 += r
+            b_s2 += r2
+            b_s3 += r2 * r
+            b_s4 += r2 * r2
+            if t + 1 >= blk_end:
+                blocks_out[c, blk, BK_N] = b_n
+                blocks_out[c, blk, BK_SUM] = b_s1
+                blocks_out[c, blk, BK_SUM2] = b_s2
+                blocks_out[c, blk, BK_SUM3] = b_s3
+                blocks_out[c, blk, BK_SUM4] = b_s4
+                blocks_out[c, blk, BK_N_CLOSED] = b_closed
+                blocks_out[c, blk, BK_PNL] = b_pnl
+                b_n = 0.0
+                b_s1 = 0.0
+                b_s2 = 0.0
+                b_s3 = 0.0
+                b_s4 = 0.0
+                b_closed = 0.0
+                b_pnl = 0.0
         if record:
             equity_out[t, c] = eq
         prev_eq = eq

@@ -24,7 +24,8 @@ I_SIZE_TYPE = 2     # SIZE_PERCENT | SIZE_VALUE | SIZE_UNITS
 I_FRACTIONAL = 3    # 1 = fractional units, 0 = whole units
 I_WANT_RETURNS = 4  # 1 = write per-bar returns into returns_out[:, c]
 I_RECORD = 5        # 1 = write equity_out[:, c] and trade records
-N_IOPTS = 6
+I_N_BLOCKS = 6      # B > 0 = write per-block sums into blocks_out[c, b, :]; 0 = off
+N_IOPTS = 7
 
 FILL_CLOSE = 0
 FILL_NEXT_OPEN = 1
@@ -61,6 +62,16 @@ A_HOLD_BARS = 19      # sum of bars held over closed trades
 A_N_OPEN = 20         # 1 when a position is open after the last bar
 A_OPEN_PNL = 21       # unrealised pnl of that open position
 N_ACC = 22
+
+# --- per-block sums: blocks_out[c, b, k] (bars floor(b*T/B) <= t < floor((b+1)*T/B)) ----------
+BK_N = 0          # returns in the block (every bar has one)
+BK_SUM = 1        # sum of r_t
+BK_SUM2 = 2       # sum of r_t^2
+BK_SUM3 = 3       # sum of r_t^3
+BK_SUM4 = 4       # sum of r_t^4
+BK_N_CLOSED = 5   # closed trades whose exit bar lies in the block
+BK_PNL = 6        # sum of the pnl of those trades
+N_BLOCK_ACC = 7
 
 # --- trade records: trades_out[c, i, k] --------------------------------------------------
 T_ENTRY_IDX = 0

@@ -30,6 +30,7 @@ from .layout import (
     I_DIRECTION,
     I_FILL,
     I_FRACTIONAL,
+    I_N_BLOCKS,
     I_RECORD,
     I_SIZE_TYPE,
     I_WANT_RETURNS,
@@ -64,6 +65,7 @@ class SimOptions:
     risk_free: float = 0.0       # per-period rate for the downside / omega sums
     want_returns: bool = False   # write per-bar returns into returns_out
     record: bool = False         # write equity_out and trade records
+    n_blocks: int = 0            # B > 0: per-block sums into blocks_out (C, B, N_BLOCK_ACC); 0 = off
 
     def __post_init__(self) -> None:
         for name, choices in (("fill", FILLS), ("direction", DIRECTIONS), ("size_type", SIZE_TYPES)):
@@ -90,4 +92,5 @@ class SimOptions:
         iopts[I_FRACTIONAL] = int(bool(self.fractional))
         iopts[I_WANT_RETURNS] = int(bool(self.want_returns))
         iopts[I_RECORD] = int(bool(self.record))
+        iopts[I_N_BLOCKS] = int(self.n_blocks)
         return fopts, iopts

@@ -1,0 +1,132 @@
+"""The overfitting statistics of a sweep as reductions over partitions (issue 16; docs/metrics.md).
+
+Each partition of a single-asset sweep keeps from the kernel's per-block sums what the statistics
+read — Σr and Σr² per column and block, the returns per block, each column's whole-run power
+sums — in its `PartitionOutput` (O(columns × S)); nothing of size columns × splits is ever
+shipped. The passes are the compiled ones of `cscv_fast.py`. The executors run, per partition
+and on the worker that holds its output:
+
+1. `pass1` — per CSCV split the best in-sample column (IS Sharpe, OOS Sharpe, column id) and
+   the mergeable sums (count, Σ SR, Σ SR²) of the columns' whole-run per-bar Sharpe ratios;
+   merged by `merge_pass1`;
+2. `pass2` — per split the partition's other columns below / tied with the chosen one's OOS
+   Sharpe, and the per-block sums of the ranked-best column when it lives in this partition;
+   combined by `finish` into ``info.overfitting``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import cscv_fast as cf
+from . import overfitting as of
+
+
+def _ids(out: Any) -> np.ndarray:
+    return np.arange(out.blocks.shape[0], dtype=np.int64) + int(out.column_start)
+
+
+def _has(out: Any) -> bool:
+    blocks = getattr(out, "blocks", None)
+    return blocks is not None and blocks.shape[0] > 0
+
+
+def _cscv_ok(out: Any) -> bool:
+    return out.blocks.shape[1] >= 2 and out.blocks.shape[1] % 2 == 0
+
+
+def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
+    """Pass 1 on one partition's output (None when it kept no block sums)."""
+    if not _has(out):
+        return None
+    tot = out.totals
+    sr = of.sharpe_from_sums(tot[:, 0], tot[:, 1], tot[:, 2], risk_free)
+    ok = sr[np.isfinite(sr)]
+    res: dict[str, Any] = {"sr_n": int(ok.size), "sr_sum": float(ok.sum()), "sr_sum2": float((ok * ok).sum()),
+                           "n_blocks": int(out.blocks.shape[1])}
+    if _cscv_ok(out):
+        res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
+    return res
+
+
+def merge_pass1(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Merge `pass1` results (associative)."""
+    got = [p for p in parts if p is not None]
+    if not got:
+        return None
+    out: dict[str, Any] = {k: sum(p[k] for p in got) for k in ("sr_n", "sr_sum", "sr_sum2")}
+    out["n_blocks"] = got[0]["n_blocks"]
+    bests = [p["best"] for p in got if "best" in p]
+    if bests:
+        out["best"] = cf.merge_best(bests)
+    return out
+
+
+def pass2(out: Any, merged: dict[str, Any] | None, best_column: int | None, risk_free: float) -> dict[str, Any] | None:
+    """Pass 2 on one partition's output: CSCV counts, and the best column's whole-run sums if here."""
+    if not _has(out) or merged is None:
+        return None
+    res: dict[str, Any] = {"best_totals": None}
+    if "best" in merged and _cscv_ok(out):
+        res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free)
+    if best_column is not None:
+        local = int(best_column) - int(out.column_start)
+        if 0 <= local < out.blocks.shape[0]:
+            res["best_totals"] = out.totals[local].copy()
+    return res
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def finish(merged: dict[str, Any] | None, parts: list[dict[str, Any] | None], n_trials: int,
+           best_column: int | None, periods_per_year: float, risk_free: float) -> dict[str, Any] | None:
+    """``info.overfitting`` from the merged passes (None when no partition kept block sums)."""
+    if merged is None:
+        return None
+    got = [p for p in parts if p is not None]
+    n, s, s2 = merged["sr_n"], merged["sr_sum"], merged["sr_sum2"]
+    sr_var = (s2 - s * s / n) / (n - 1) if n >= 2 else math.nan
+    info: dict[str, Any] = {
+        "method": "Bailey & López de Prado (2012, 2014); CSCV of Bailey, Borwein, López de Prado & Zhu (2015)",
+        "blocks": merged["n_blocks"],
+        "n_trials": int(n_trials),
+        "sharpe_variance": _num(max(sr_var, 0.0)) if math.isfinite(sr_var) else None,
+        "best_column": best_column,
+    }
+    rows = [p["best_totals"] for p in got if p.get("best_totals") is not None]
+    sr_best = skew = kurt = math.nan
+    n_obs = 0.0
+    if rows:
+        tot = rows[0]
+        mom = of.moments_from_sums(*(float(v) for v in tot[:5]))
+        n_obs = float(tot[0])
+        sr_best = (mom["mean"] - risk_free) / mom["std"] if mom["std"] > 0 else math.nan
+        skew, kurt = mom["skew"], mom["kurtosis"]
+    sr0 = of.expected_max_sharpe(n_trials, max(sr_var, 0.0)) if math.isfinite(sr_var) else math.nan
+    ann = math.sqrt(periods_per_year)
+    info.update({
+        "sharpe": _num(sr_best),
+        "sharpe_annualised": _num(sr_best * ann),
+        "n_returns": int(n_obs),
+        "skew": _num(skew),
+        "kurtosis": _num(kurt),
+        "psr": _num(of.probabilistic_sharpe_ratio(sr_best, n_obs, skew, kurt)),
+        "expected_max_sharpe": _num(sr0),
+        "dsr": _num(of.deflated_sharpe_ratio(sr_best, n_obs, skew, kurt, n_trials, max(sr_var, 0.0))
+                    if math.isfinite(sr_var) else math.nan),
+        "min_track_record": _num(of.min_track_record_length(sr_best, skew, kurt)),
+    })
+    counts = [p["counts"] for p in got if "counts" in p]
+    if "best" in merged and counts and n_trials >= 2:
+        summary = of.cscv_summary(cf.summary_inputs(merged["best"]), of.merge_counts(counts))
+        info["cscv"] = {k: (_num(v) if isinstance(v, float) else
+                            {q: _num(x) for q, x in v.items()} if isinstance(v, dict) else v)
+                        for k, v in summary.items()}
+    else:
+        info["cscv"] = None
+    return info
