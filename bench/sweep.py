@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     table = run()
     print(f"  chunks: {run.engine.backend.memory_budget / 2**20:.0f} MiB budget", flush=True)  # type: ignore
     print(f"  stage seconds of the last run: {run.info['stage_seconds']}", flush=True)  # type: ignore
-    if "overfitting" in run.info:  # type: ignore[attr-defined]
+    if run.info.get("overfitting"):  # type: ignore[attr-defined]
         o = run.info["overfitting"]  # type: ignore[attr-defined]
         print(f"  overfitting: dsr {o['dsr']}, psr {o['psr']}, pbo {o['cscv'] and o['cscv']['pbo']}", flush=True)
     if not args.no_vectorbt:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .strategy import Param, _scalar
+from .strategy import Param, _scalar, param_named
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
@@ -127,10 +127,7 @@ class PortfolioStrategy:
     kind: str = KIND_PORTFOLIO
 
     def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+        return param_named(self.params, name)
 
     def schema(self) -> dict[str, Any]:
         """JSON-able description of the strategy."""

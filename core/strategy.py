@@ -202,10 +202,7 @@ class Strategy:
     kind: str = "signals"  # a single-asset strategy (core/portfolio_strategy.py: "portfolio")
 
     def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+        return param_named(self.params, name)
 
     def schema(self) -> dict[str, Any]:
         """JSON-able description of the strategy."""
@@ -219,6 +216,14 @@ class Strategy:
             "select": None,  # portfolio strategies only
             "weighting": None,
         }
+
+
+def param_named(params: Sequence[Param], name: str) -> Param:
+    """The parameter called ``name`` among ``params``; KeyError otherwise."""
+    for p in params:
+        if p.name == name:
+            return p
+    raise KeyError(name)
 
 
 def crossed_above(xp: Any, a: Array, b: Array) -> Array:

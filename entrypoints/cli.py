@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_table(result, args.limit or 20)
-        if "walk_forward" in result.info:
+        if result.info.get("walk_forward"):
             print_folds(result.info["walk_forward"])
     return 0
 
