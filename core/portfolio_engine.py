@@ -24,6 +24,9 @@ from .errors import GpuBacktestError, SpecError
 from .jsonsafe import json_scalar
 from .panel import MarketPanel
 from .portfolio_strategy import PortfolioContext, PortfolioStrategy, Scores, TargetWeights
+from .simulate import portfolio_layout as P
+from .simulate.portfolio_options import PortfolioOptions
+from .simulate.portfolio_trades import final_last_px, position_trades
 from .spec import BacktestSpec, Portfolio
 
 # bytes per (rebalance row, symbol, combination) a chunk needs: scores, weights, ranks (int64 ×2)
@@ -100,10 +103,8 @@ def portfolio_info(spec: BacktestSpec, strategy: PortfolioStrategy, notes: Mappi
             "delisted": list(notes.get("delisted", [])), "stopped_early": list(notes.get("stopped_early", []))}
 
 
-def kernel_options(spec: BacktestSpec, strategy: PortfolioStrategy) -> Any:
-    """The kernel's named options (`PortfolioOptions`) for this spec."""
-    from .simulate.portfolio_options import PortfolioOptions
-
+def kernel_options(spec: BacktestSpec, strategy: PortfolioStrategy) -> PortfolioOptions:
+    """The kernel's named options for this spec."""
     select, _ = selection_of(spec, strategy)
     p, ex, co = spec.portfolio or Portfolio(), spec.execution, spec.costs
     return PortfolioOptions(init_cash=ex.init_cash, fees=co.fees, fixed_fee=co.fixed_fee, slippage=co.slippage,
@@ -155,7 +156,7 @@ def target_weights(xp: Any, strategy: PortfolioStrategy, spec: BacktestSpec, ctx
 
 
 def run_kernel(backend: Any, bars: Mapping[str, Any], weights: Any, schedule: Schedule, ended: np.ndarray,
-               opts: Any, max_records: int = 0) -> Any:
+               opts: PortfolioOptions, max_records: int = 0) -> Any:
     """The portfolio kernel on this backend (`PortfolioRun` of device arrays)."""
     if backend.name == "cpu":
         from .simulate.portfolio import run_portfolio_cpu
@@ -205,8 +206,6 @@ def portfolio_sweep(engine: Any, spec: BacktestSpec, strategy: PortfolioStrategy
         k1 = min(n_combo, k0 + per)
         params = {name: v[k0:k1] for name, v in grid.items()} if grid else {}
         ctx = PortfolioContext(xp, bars, params, schedule.rows, panel.index, cache)
-        if not grid:
-            ctx.n_combos = 1
         w = target_weights(xp, strategy, spec, ctx)
         run = run_kernel(be, bars, w, schedule, ended, opts)
         del w
@@ -230,12 +229,10 @@ def portfolio_details(engine: Any, spec: BacktestSpec, strategy: PortfolioStrate
     bars = {f: be.asarray(np.ascontiguousarray(a)) for f, a in panel.bars().items()}
     params = {name: v[list(combos)] for name, v in grid.items()} if grid else {}
     ctx = PortfolioContext(xp, bars, params, schedule.rows, panel.index, {})
-    if not grid:
-        ctx.n_combos = len(combos)
     w = target_weights(xp, strategy, spec, ctx)
     opts = kernel_options(spec, strategy)
-    first = run_kernel(be, bars, w, schedule, ended, opts)
-    n_max = int(be.to_host(first.acc[:, _n_orders_slot()]).max()) if len(combos) else 0
+    first = run_kernel(be, bars, w, schedule, ended, opts)  # counts the orders: the record buffer's size
+    n_max = int(be.to_host(first.acc[:, P.PA_N_ORDERS]).max())
     run = run_kernel(be, bars, w, schedule, ended, opts, max_records=max(1, n_max))
     vals = {m: be.to_host(v) for m, v in _metrics(xp, run, spec, ppy,
                                                    be.asarray(bench) if bench is not None else None).items()}
@@ -244,6 +241,8 @@ def portfolio_details(engine: Any, spec: BacktestSpec, strategy: PortfolioStrate
     from .engine import iso_times
 
     times = iso_times(panel.index)
+    last_px = final_last_px(panel.open, panel.close)  # once for every combination
+    last_close = pd.DataFrame(panel.close).ffill().to_numpy()
     out = []
     for j, combo in enumerate(combos):
         rec = orders[j, : int(counts[j])]
@@ -257,22 +256,14 @@ def portfolio_details(engine: Any, spec: BacktestSpec, strategy: PortfolioStrate
             d["equity"] = {"time": times, "value": [float(x) for x in eq[:, j]]}
         if spec.output.trades:
             d["orders"] = orders_to_dicts(rec, panel)
-            d["trades"] = round_trips(rec, panel, opts)
-        d["holdings"] = holdings_at_rebalances(rec, panel, eq[:, j])
+            d["trades"] = round_trips(rec, panel, opts, last_px)
+        d["holdings"] = holdings_at_rebalances(rec, panel, eq[:, j], last_close)
         out.append(d)
     return out
 
 
-def _n_orders_slot() -> int:
-    from .simulate.portfolio_layout import PA_N_ORDERS
-
-    return PA_N_ORDERS
-
-
 def orders_to_dicts(records: np.ndarray, panel: MarketPanel) -> list[dict[str, Any]]:
     """Order records as JSON-able dicts (time, symbol, side, units, price, costs, reason)."""
-    from .simulate import portfolio_layout as P
-
     out = []
     for r in records:
         units = float(r[P.O_UNITS])
@@ -288,13 +279,11 @@ def orders_to_dicts(records: np.ndarray, panel: MarketPanel) -> list[dict[str, A
     return out
 
 
-def round_trips(records: np.ndarray, panel: MarketPanel, opts: Any) -> list[dict[str, Any]]:
+def round_trips(records: np.ndarray, panel: MarketPanel, opts: PortfolioOptions,
+                last_px: np.ndarray) -> list[dict[str, Any]]:
     """The column's position trades (docs/semantics.md, "Position trades": the kernel's own
     definitions, rebuilt from its order records) as JSON-able dicts, in the single-asset trade
-    shape plus ``symbol``."""
-    from .simulate.portfolio_trades import final_last_px, position_trades
-
-    last_px = final_last_px(panel.open, panel.close)
+    shape plus ``symbol``. ``last_px``: each symbol's price after the last bar (`final_last_px`)."""
     out = []
     for t in position_trades(records, opts, last_px, panel.n_bars):
         out.append({
@@ -316,12 +305,11 @@ def round_trips(records: np.ndarray, panel: MarketPanel, opts: Any) -> list[dict
     return out
 
 
-def holdings_at_rebalances(records: np.ndarray, panel: MarketPanel, equity: np.ndarray) -> list[dict[str, Any]]:
+def holdings_at_rebalances(records: np.ndarray, panel: MarketPanel, equity: np.ndarray,
+                           last_close: np.ndarray) -> list[dict[str, Any]]:
     """After each bar with rebalance orders: every non-zero position's weight
-    (units × the bar's last known close ÷ the bar's equity), by symbol."""
-    from .simulate import portfolio_layout as P
-
-    last_close = pd.DataFrame(panel.close).ffill().to_numpy()
+    (units × the bar's last known close ÷ the bar's equity), by symbol. ``last_close``: the
+    closes forward-filled, (T, S)."""
     pos = np.zeros(panel.n_symbols)
     out: list[dict[str, Any]] = []
     i, n = 0, len(records)
@@ -330,7 +318,7 @@ def holdings_at_rebalances(records: np.ndarray, panel: MarketPanel, equity: np.n
         rebalanced = False
         while i < n and int(records[i, P.O_BAR]) == bar:
             pos[int(records[i, P.O_SYMBOL])] += records[i, P.O_UNITS]
-            rebalanced |= int(records[i, P.O_REASON]) == 0
+            rebalanced |= int(records[i, P.O_REASON]) == P.OR_REBALANCE
             i += 1
         if rebalanced and equity[bar] > 0:
             held = np.flatnonzero(pos != 0.0)
