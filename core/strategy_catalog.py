@@ -50,8 +50,9 @@ class StrategyCatalog:
             source = "builtin" if prov.get("distribution") == "gpu-backtest" else "plugin"
             out.append({**strat.schema(), "source": source, "version": None, "versions": None})
         if self.store is not None:
+            versions = self.store.all_versions()  # one query, not one per strategy
             for saved in self.store.latest():
-                out.append(self._saved_schema(saved, self.store.versions(saved.name)))
+                out.append(self._saved_schema(saved, versions.get(saved.name, [saved.version])))
         return out
 
     def _saved_schema(self, saved: SavedStrategy, versions: list[int]) -> dict[str, Any]:

@@ -140,6 +140,15 @@ class StrategyStore:
                                                  .where(saved_strategy.c.name == name)
                                                  .order_by(saved_strategy.c.version)).scalars()]
 
+    def all_versions(self) -> dict[str, list[int]]:
+        """Every saved strategy's versions, ascending, in one query (name → versions)."""
+        out: dict[str, list[int]] = {}
+        with self.engine.connect() as conn:
+            for name, version in conn.execute(select(saved_strategy.c.name, saved_strategy.c.version)
+                                              .order_by(saved_strategy.c.name, saved_strategy.c.version)):
+                out.setdefault(name, []).append(int(version))
+        return out
+
     def delete(self, name: str) -> int:
         """Delete every version of ``name``; NotFoundError when it has none. Returns the count."""
         with self.engine.begin() as conn:
