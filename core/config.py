@@ -290,6 +290,11 @@ class Settings:
         "where the local Dask cluster's dashboard listens (no authentication: keep it on loopback; "
         ":8787 = every interface)",
     )
+    warmup: bool = _env(
+        "GPU_BACKTEST_WARMUP", _bool, True,
+        "at start, compile the kernels in the background (a helper process and each cluster worker) so the "
+        "first job finds them compiled; false: compile on the first job",
+    )
 
     @property
     def market_uri(self) -> str:

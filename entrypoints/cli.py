@@ -321,6 +321,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     sock = bound_socket(settings.host, settings.port)
     configure_logging(settings.debug or args.verbose, settings.log_format)
+    from ..core.jitcache import configure_numba_cache
+
+    configure_numba_cache(settings.data_dir)  # before any kernel module is imported; workers inherit it
     from ..web.app import create_app
 
     app = create_app(settings, dashboard_address=args.dashboard)

@@ -1,10 +1,10 @@
 """The aiohttp application: `create_app(settings)` with its start-up/clean-up contexts and routes.
 
-Start-up order: plugin manager → job store (schema migrated under a lock, expired leases' jobs recovered)
-→ market-data service → Dask cluster → engine → job manager. Clean-up runs in reverse:
-stop accepting jobs, let running ones finish within the grace period and hand the others
-back to the queue (another server, or the next start, runs them), close the cluster, close
-the database.
+Start-up order: warm-up helper process (web/warmup.py) → plugin manager → job store (schema migrated
+under a lock, expired leases' jobs recovered) → market-data service → Dask cluster → engine → job
+manager → warm-up on the workers. Clean-up runs in reverse: stop the warm-up, stop accepting jobs,
+let running ones finish within the grace period and hand the others back to the queue (another
+server, or the next start, runs them), close the cluster, close the database.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .middlewares import (
     request_id_middleware,
 )
 from .openapi import document_to_30, openapi_document
+from .warmup import ServerWarmup
 
 log = logging.getLogger(__name__)
 MAX_JSON_BODY = 2 * 1024**2
@@ -93,6 +94,11 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         # jobs compute on the job manager's threads, so no request ever waits behind a job.
         io_pool = ThreadPoolExecutor(max_workers=settings.io_threads, thread_name_prefix="gbt-io")
         asyncio.get_running_loop().set_default_executor(io_pool)
+        # compile the kernels in the background from the start (web/warmup.py): a helper process now,
+        # the cluster's workers once it is up; the first job then finds them compiled
+        warm = ServerWarmup(settings, workers=cluster is not False)
+        app[K.WARMUP] = warm
+        await warm.start()
         pm = build_plugin_manager()
         app[K.PM] = pm
         store = JobStore.from_settings(settings)
@@ -128,6 +134,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         jobs = JobManager(settings, store, engine, executor_factory, on_job_event, strategies=app[K.STRATEGIES])
         app[K.JOBS] = jobs
         await jobs.start()
+        warm.attach(handle.client if handle is not None else None)
         # warm the demo data in the background so a first backtest needs no generation
         from ..plugins.datasources.synthetic import DEMO_SYMBOLS
 
@@ -139,6 +146,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
             log.warning("listening on %s with API_KEY_REQUIRED off: anyone who can reach the port can run jobs",
                         settings.host)
         yield
+        await warm.close()
         await jobs.shutdown(settings.shutdown_grace_s if shutdown_grace_s is None else shutdown_grace_s)
         if handle is not None and cluster is True:
             await asyncio.to_thread(handle.close)

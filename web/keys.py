@@ -19,6 +19,7 @@ OPENAPI_30: web.AppKey[dict[str, Any]] = web.AppKey("openapi_30", dict)  # the d
 WATCH: web.AppKey[Any] = web.AppKey("watch", object)  # FinishWatch: wakes long-polls (web/jobwatch.py)
 STRATEGIES: web.AppKey[Any] = web.AppKey("strategies", object)  # StrategyCatalog: registered + saved
 COLUMN_SLOTS: web.AppKey[Any] = web.AppKey("column_slots", object)  # bounds on-demand column computations
+WARMUP: web.AppKey[Any] = web.AppKey("warmup", object)  # ServerWarmup: the background warm-up (web/warmup.py)
 
 # per-request state (web.RequestKey exists from aiohttp 3.13; a plain string before)
 REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"

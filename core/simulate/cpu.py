@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
+from ..jitcache import drop_stale_builds
 from .kernel import simulate_column
 from .layout import I_N_BLOCKS, N_ACC, N_BLOCK_ACC
 
-
-def _drop_stale_cache() -> None:
-    """numba keys its on-disk cache on this file only, not on the modules the compiled code
-    includes (kernel.py, layout.py and the inlined orders.py/accumulators.py): drop the cached
-    builds when any of them changed."""
-    here = Path(__file__).resolve().parent
-    sources = ("kernel.py", "layout.py", "orders.py", "accumulators.py", "cpu.py")
-    digest = hashlib.sha256(b"".join((here / n).read_bytes() for n in sources))
-    cache_dir = here / "__pycache__"
-    stamp = cache_dir / "cpu.kernel-sources.sha256"
-    try:
-        if stamp.is_file() and stamp.read_text() == digest.hexdigest():
-            return
-        for f in cache_dir.glob("cpu.*.nb[ic]"):
-            f.unlink()
-        cache_dir.mkdir(exist_ok=True)
-        stamp.write_text(digest.hexdigest())
-    except OSError:  # read-only install: numba then compiles in memory
-        pass
-
-
-_drop_stale_cache()
 _LAUNCH_LOCK = threading.Lock()
 _column = njit(nogil=True, cache=True)(simulate_column)
 
@@ -45,10 +23,53 @@ def _simulate_all(
     fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
 ):  # pragma: no cover - compiled
     for c in prange(sym.shape[0]):
-        _column(
-            c, open_, high, low, close, sym, entries, exits, short_entries, short_exits,
+        _column(  # np.int64: the same signature at typing and in the parallel loop (one compile, not two)
+            np.int64(c), open_, high, low, close, sym, entries, exits, short_entries, short_exits,
             fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
         )
+
+
+# numba keys its on-disk cache on the compiled function's own file only, not on the modules the
+# build includes (kernel.py, layout.py and the inlined orders.py/accumulators.py): drop the cached
+# builds when any of them changed (core/jitcache.py).
+drop_stale_builds((_column, _simulate_all), [Path(__file__).resolve().parent / n for n in (
+    "kernel.py", "layout.py", "orders.py", "accumulators.py", "cpu.py")], "cpu")
+
+
+def _array(dtype: Any, ndim: int, readonly: bool = False) -> Any:
+    return types.Array(dtype, ndim, "A", readonly=readonly)
+
+
+# The one signature `_simulate_all` is built for: every array of layout "A" (any strides), the
+# inputs read-only (a writable array converts to it too). numba otherwise compiles one build per
+# combination of argument layouts it sees — the sweep's column-major bars and signals, one
+# symbol's bars (numpy calls a (T, 1) array row-major), one column's signals, the (1, 1) dummies
+# for absent short signals: up to five builds of seconds each on a small machine, where this one
+# runs as fast (bench/RESULTS.md, "Cold start"). The inputs are cast to these dtypes (no copy when
+# they have them); outputs must be float64/int64 already.
+_F8, _I8, _B1 = types.float64, types.int64, types.boolean
+SIGNATURE = (
+    *(_array(_F8, 2, True),) * 4,                  # open, high, low, close (T, S)
+    _array(_I8, 1, True),                          # sym (C,)
+    *(_array(_B1, 2, True),) * 4,                  # entries, exits, short_entries, short_exits
+    _array(_F8, 1, True), _array(_I8, 1, True),    # fopts, iopts
+    _array(_F8, 2),                                # acc (C, N_ACC)
+    _array(_F8, 2), _array(_F8, 2),                # returns_out, equity_out
+    _array(_F8, 3), _array(_I8, 1),                # trades_out, ntrades_out
+    _array(_F8, 3),                                # blocks_out
+)
+_COMPILE_LOCK = threading.Lock()
+
+
+def _kernel() -> Any:
+    """`_simulate_all` built for `SIGNATURE` (loaded from numba's disk cache when there), with
+    further compilation disabled so that every call uses that build."""
+    if not _simulate_all.signatures:
+        with _COMPILE_LOCK:
+            if not _simulate_all.signatures:
+                _simulate_all.compile(SIGNATURE)
+                _simulate_all.disable_compile()
+    return _simulate_all
 
 
 def simulate(
@@ -79,8 +100,14 @@ def simulate(
     # One parallel launch at a time per process: prange already uses every core, and numba's
     # workqueue threading layer (used when neither OpenMP nor TBB is available) is not safe for
     # launches from several threads at once (Dask worker threads, the server's job threads).
+    f8, b1 = np.float64, np.bool_
+    open_, high, low, close = (np.asarray(a, dtype=f8) for a in (open_, high, low, close))
+    entries, exits, short_entries, short_exits = (np.asarray(a, dtype=b1)
+                                                  for a in (entries, exits, short_entries, short_exits))
+    sym, fopts, iopts = np.asarray(sym, dtype=np.int64), np.asarray(fopts, dtype=f8), np.asarray(iopts, dtype=np.int64)
+    kernel = _kernel()
     with _LAUNCH_LOCK:
-        _simulate_all(
+        kernel(
             open_, high, low, close, sym, entries, exits, short_entries, short_exits,
             fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
         )

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
+from ..jitcache import drop_stale_builds
 from .accumulators import TS_N_FIELDS, trade_stats_add, trade_stats_new
 from .layout import FILL_CLOSE
 from .orders import affordable_units, buy_cash, buy_fill_price, fill_costs, sell_cash, sell_fill_price
@@ -447,15 +449,22 @@ def check_shapes(open_shape: tuple, close_shape: tuple, weights_shape: tuple, re
 
 
 _LAUNCH_LOCK = threading.Lock()
-_column = njit(nogil=True, cache=False)(simulate_portfolio)
+_column = njit(nogil=True, cache=True)(simulate_portfolio)
 
 
-@njit(parallel=True, nogil=True, cache=False)
+@njit(parallel=True, nogil=True, cache=True)
 def _run_all(open_, close, weights, rebalance, ended, fopts, iopts, scratch, acc, equity_out, orders_out,
              n_orders_out):  # pragma: no cover - compiled
     for c in prange(weights.shape[2]):
-        _column(c, open_, close, weights, rebalance, ended, fopts, iopts, scratch, acc, equity_out, orders_out,
-                n_orders_out)
+        # np.int64: the same signature at typing and in the parallel loop (one compile, not two)
+        _column(np.int64(c), open_, close, weights, rebalance, ended, fopts, iopts, scratch, acc, equity_out,
+                orders_out, n_orders_out)
+
+
+# the cached builds include layout.py, portfolio_layout.py and the inlined orders.py/accumulators.py,
+# which numba's cache does not watch: dropped when any of them changed (core/jitcache.py)
+drop_stale_builds((_column, _run_all), [Path(__file__).resolve().parent / n for n in (
+    "portfolio.py", "portfolio_layout.py", "layout.py", "orders.py", "accumulators.py")], "portfolio")
 
 
 def run_portfolio_cpu(
