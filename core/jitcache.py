@@ -11,18 +11,23 @@
   the build includes — the kernel's inlined helpers in other files. A kernel module calls it
   when it creates its dispatchers: when the digest of every source the build includes changed
   since the builds were written, the cached builds of those functions are deleted (numba then
-  compiles and writes them afresh). Builds for several Python versions live side by side
+  compiles and writes them afresh).
+- `compile_lock(dispatcher, tag)`: a file lock beside the cached builds, held while a process
+  compiles (or loads) a kernel's first build, so that processes sharing the cache — the server's
+  warm-up helper, its workers, several servers — compile a build once: the others wait, then
+  load it from the disk cache. Builds for several Python versions live side by side
   (numba names its files ``<module>.<function>-<line>.py311.nbi``, ``….py312.nbi``), and a
   build written by another numba version is ignored by numba itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +121,29 @@ def drop_stale_builds(dispatchers: Sequence[Any], sources: Sequence[Path], tag: 
     if dropped:
         log.debug("numba cache: %s sources changed; its cached builds were dropped", tag)
     return dropped
+
+
+@contextlib.contextmanager
+def compile_lock(dispatcher: Any, tag: str) -> Iterator[None]:
+    """Hold ``<cache dir>/<tag>.compile.lock`` (an exclusive ``flock``) while the block compiles or
+    loads ``dispatcher``'s first build; no lock where there is no writable cache (or no ``fcntl``)."""
+    where = cache_files(dispatcher)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None  # type: ignore[assignment]
+    fh = None
+    if where is not None and fcntl is not None:
+        try:
+            where[0].mkdir(parents=True, exist_ok=True)
+            fh = open(where[0] / f"{tag}.compile.lock", "a+b")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:
+            if fh is not None:
+                fh.close()
+            fh = None
+    try:
+        yield
+    finally:
+        if fh is not None:
+            fh.close()  # releases the lock

@@ -50,10 +50,10 @@ PARTS: dict[str, list[tuple[dict[str, Any], int]]] = {
     # CSCV (output.overfitting) on a sweep
     "overfitting": [_sma(2, [20, 30, 40], 1, output={"top_k": 1, "overfitting": {"blocks": 4}})],
 }
-# a worker compiles what a first job needs first; the helper process the rest first when workers
-# compile the sweep, else (jobs in the server's process) the same order as a worker
+# both begin with what a first job needs (the helper process starts first: it compiles, a worker waits
+# for the build's file lock, core/jitcache.py, and loads it), then each takes a different one next
 WORKER_ORDER = ("sweep", "portfolio", "overfitting")
-HELPER_ORDER = ("portfolio", "overfitting", "sweep")
+HELPER_ORDER = ("sweep", "overfitting", "portfolio")
 
 
 def run_warmup(parts: Sequence[str] = WORKER_ORDER, backend: Any = None,

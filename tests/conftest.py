@@ -4,12 +4,21 @@ jobs table emptied before each test). A module that defines a fixture of the sam
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete
+
+# Before any kernel module is imported: one numba disk cache for the whole session and every server
+# and worker it starts (a server's default, <data dir>/numba-cache, would be a fresh temporary
+# directory per test: every test server would compile its kernels again), and no background
+# warm-up where it only costs CPU (tests/test_warmup.py turns it on).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"gpu_backtest-tests-numba-{os.getuid()}"))
+os.environ.setdefault("GPU_BACKTEST_WARMUP", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pg_schema import fresh_pg_schema

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         asyncio.get_running_loop().set_default_executor(io_pool)
         # compile the kernels in the background from the start (web/warmup.py): a helper process now,
         # the cluster's workers once it is up; the first job then finds them compiled
-        warm = ServerWarmup(settings, workers=cluster is not False)
+        warm = ServerWarmup(settings)
         app[K.WARMUP] = warm
         await warm.start()
         pm = build_plugin_manager()

@@ -3,8 +3,8 @@
 `ServerWarmup.start` (first thing at start-up) spawns the helper process
 ``python -m gpu_backtest.core.warmup`` (at a lower CPU priority);
 `ServerWarmup.attach` (once the cluster is up) registers the worker plugin on it
-(`cluster/warmup.py`: the numba cache directory on every worker, and its own warm-up thread,
-sweep signatures first) and starts a task that waits for the helper and the workers, then logs
+(`cluster/warmup.py`: the numba cache directory on every worker, and its own warm-up thread)
+and starts a task that waits for the helper and the workers, then logs
 one line: ``warm-up done in N s (…)``. Nothing here blocks the event loop or delays "serving
 on": the helper is a child process awaited with asyncio, the cluster calls run on a thread.
 With ``GPU_BACKTEST_WARMUP=false`` only the plugin is registered (the cache directory), and
@@ -22,20 +22,18 @@ import time
 from typing import Any
 
 from ..core.config import Settings
-from ..core.warmup import HELPER_ORDER, WORKER_ORDER
+from ..core.warmup import HELPER_ORDER
 
 log = logging.getLogger(__name__)
 
-HELPER_NICE = 10  # the helper yields the CPU to the server and to jobs
+HELPER_NICE = 5  # the helper yields some CPU to the server and to jobs
 
 
 class ServerWarmup:
     """One server's warm-up: the helper process, the workers' plugin, the "done" log line."""
 
-    def __init__(self, settings: Settings, workers: bool = True) -> None:
-        """``workers``: a cluster's workers will warm up too (the helper then compiles the rest first)."""
+    def __init__(self, settings: Settings) -> None:
         self.enabled = settings.warmup
-        self.workers = workers
         self.proc: asyncio.subprocess.Process | None = None
         self.task: asyncio.Task[dict[str, Any]] | None = None
         self.t0 = time.perf_counter()
@@ -50,7 +48,7 @@ class ServerWarmup:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gpu_backtest.core.warmup", "--nice", str(HELPER_NICE),
-                "--parts", ",".join(HELPER_ORDER if self.workers else WORKER_ORDER),
+                "--parts", ",".join(HELPER_ORDER),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             log.warning("warm-up helper not started: %s", exc)

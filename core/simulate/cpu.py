@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange, types
 
-from ..jitcache import drop_stale_builds
+from ..jitcache import compile_lock, drop_stale_builds
 from .kernel import simulate_column
 from .layout import I_N_BLOCKS, N_ACC, N_BLOCK_ACC
 
@@ -63,9 +63,10 @@ _COMPILE_LOCK = threading.Lock()
 
 def _kernel() -> Any:
     """`_simulate_all` built for `SIGNATURE` (loaded from numba's disk cache when there), with
-    further compilation disabled so that every call uses that build."""
+    further compilation disabled so that every call uses that build. Processes sharing the disk
+    cache compile it once: the others wait for the file lock, then load it."""
     if not _simulate_all.signatures:
-        with _COMPILE_LOCK:
+        with _COMPILE_LOCK, compile_lock(_simulate_all, "cpu"):
             if not _simulate_all.signatures:
                 _simulate_all.compile(SIGNATURE)
                 _simulate_all.disable_compile()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from ..jitcache import drop_stale_builds
+from ..jitcache import compile_lock, drop_stale_builds
 from .accumulators import TS_N_FIELDS, trade_stats_add, trade_stats_new
 from .layout import FILL_CLOSE
 from .orders import affordable_units, buy_cash, buy_fill_price, fill_costs, sell_cash, sell_fill_price
@@ -501,7 +502,8 @@ def run_portfolio_cpu(
     else:
         orders = np.zeros((1, 1, 1), dtype=np.float64)
         n_orders = np.zeros(1, dtype=np.int64)
-    with _LAUNCH_LOCK:  # see cpu.py: one parallel launch at a time per process
+    # see cpu.py: one parallel launch at a time per process; the first build compiled once per disk cache
+    with _LAUNCH_LOCK, (compile_lock(_run_all, "portfolio") if not _run_all.signatures else nullcontext()):
         _run_all(open_, close, weights, rebalance, ended, fopts, iopts, scratch, acc, equity, orders, n_orders)
     if max_records > 0:
         return PortfolioRun(acc, equity, orders, n_orders)
