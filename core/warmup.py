@@ -7,13 +7,13 @@ on-disk cache (`core/jitcache.py`), which the next process loads in a fraction o
 real job — `Engine.run`: plan, sweep, ranking, details, on the process's backend — so every
 kernel they touch is compiled (or loaded) in this process and written to the disk cache.
 
-The service runs it at start, in the background, on two cores at once (web/warmup.py): in
-each cluster worker (`cluster/warmup.py`: a worker plugin, a thread; the sweep first — what a
-first job needs) and in a helper process of the server (``python -m gpu_backtest.core.warmup``,
-at a lower priority; the portfolio kernel and CSCV first when the workers do the sweep); what
-one has written to the disk cache the other loads instead of compiling. A job that arrives
-meanwhile runs as usual: a kernel call that needs a build being compiled waits for numba's
-compiler lock, then finds it. ``GPU_BACKTEST_WARMUP=false`` turns it off.
+The service runs it at start, in the background (web/warmup.py): in a helper process of the
+server (``python -m gpu_backtest.core.warmup``, started first thing, slightly niced) and in each
+cluster worker (`cluster/warmup.py`: a worker plugin, a thread). Both begin with the sweep — what
+a first job needs; a build is compiled once per disk cache (`jitcache.compile_lock`): the helper,
+which starts earlier, compiles it while a worker waits and then loads it; after that each takes
+a different kernel. A job that arrives meanwhile runs as usual: a kernel call that needs a build
+being compiled waits for it, then loads it. ``GPU_BACKTEST_WARMUP=false`` turns it off.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         try:
             os.nice(args.nice)
-        except OSError:
+        except (OSError, AttributeError):  # not permitted, or no os.nice (Windows)
             pass
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(json.dumps(run_warmup(parts)), flush=True)
