@@ -208,6 +208,8 @@ class MarketDataService:
         if spans and all(lo is not None and la is not None and la < lo for _, la in spans):
             latest = max(la for _, la in spans)
             raise SpecError("start", f"{name} has no {spec.frequency} bars of these symbols after {latest.date()}")
+        if spec.validation is not None and spans:
+            _check_folds(spec, spans, lo, hi, None if src.fetchable else sum(e.rows for e in stored.values()))
         return src, name, universe, benchmark, start, end
 
     def selection_for(self, spec: BacktestSpec) -> tuple[DataSelection, int]:
@@ -308,6 +310,22 @@ def _valid_source(name: str) -> bool:
     except DataError:
         return False
     return True
+
+
+def _check_folds(spec: BacktestSpec, spans: list[tuple[Any, Any]], lo: pd.Timestamp | None,
+                 hi: pd.Timestamp | None, rows: int | None) -> None:
+    """A walk-forward the universe's bars in the range cannot hold → SpecError naming ``validation``
+    (`folds.check_feasible`): bounded by the earliest first and latest last bar within the range, and by the
+    stored rows (an upload source) or the most bars of the frequency in that span (a fetching source)."""
+    from .folds import check_feasible, max_bars_in
+
+    firsts = [f for f, _ in spans if f is not None]
+    lasts = [la for _, la in spans if la is not None]
+    first = max([min(firsts)] + ([lo] if lo is not None else [])) if firsts else None
+    last = min([max(lasts)] + ([hi] if hi is not None else [])) if lasts else None
+    if first is not None and last is not None and rows is None:
+        rows = max_bars_in(first, last, spec.frequency) if last >= first else 0
+    check_feasible(spec.validation, first, last, rows)
 
 
 def _refuse_unknown(name: str, spec: BacktestSpec, universe: list[str], benchmark: str | None,
