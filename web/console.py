@@ -115,7 +115,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
 
 
 def _redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location})
+    return web.Response(status=303, text=f"See {location}", headers={"Location": location})
 
 
 @web.middleware
