@@ -35,9 +35,11 @@ from .httperrors import Unavailable
 from .middlewares import Handler
 
 CONSOLE: web.AppKey[SessionSigner] = web.AppKey("console", SessionSigner)
-SESSION_KEY = "console_session"
-NEW_SESSION_KEY = "console_new_session"
-NONCE_KEY = "console_nonce"
+# per-request state (web.RequestKey exists from aiohttp 3.13; a plain string before)
+_RK: Any = getattr(web, "RequestKey", None)
+SESSION_KEY: Any = _RK("console_session", object) if _RK else "console_session"
+NEW_SESSION_KEY: Any = _RK("console_new_session", object) if _RK else "console_new_session"  # or "clear"
+NONCE_KEY: Any = _RK("console_nonce", str) if _RK else "console_nonce"
 LOGIN_PATH = "/ui/login"
 PAGE_SIZE = 50
 REFRESH_S = 3
@@ -97,7 +99,7 @@ def _set_cookie(request: web.Request, resp: web.StreamResponse, session: Session
 
 def _security_headers(resp: web.StreamResponse, nonce: str) -> None:
     resp.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; form-action 'self'; "
+        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["X-Content-Type-Options"] = "nosniff"
