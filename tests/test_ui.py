@@ -269,3 +269,20 @@ async def test_console_in_chromium(aiohttp_client: Any, tmp_path: Path) -> None:
             await browser.close()
     assert not errors, errors
 
+
+
+class _Cluster:
+    """Stands for a started cluster (cluster/dask.py's ClusterHandle) on pages that run no job."""
+
+    def dashboard_link(self) -> str:
+        return "http://127.0.0.1:8787/status"
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_pages_link_the_docs_and_the_dask_dashboard(aiohttp_client: Any, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(_settings(tmp_path, key=None), cluster=_Cluster(), shutdown_grace_s=1))
+    page = await (await client.get("/ui")).text()
+    assert 'href="http://127.0.0.1:8787/status"' in page and 'href="/docs"' in page and 'href="/ui/new"' in page
