@@ -116,6 +116,18 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
     return aiohttp_jinja2.render_template(template, request, ctx, status=status)
 
 
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The POSTed form's text fields (what the console's forms send: application/x-www-form-urlencoded);
+    empty for another body or one that cannot be read — the CSRF check then refuses it."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        data = await request.post()
+    except ValueError:  # undecodable text
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
 def _redirect(location: str) -> web.Response:
     return web.Response(status=303, text=f"See {location}", headers={"Location": location})
 
@@ -135,7 +147,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     if request.path != LOGIN_PATH and not logged_in(request):
         resp: web.StreamResponse = _redirect(LOGIN_PATH)
     elif request.method == "POST" and not signer.csrf_ok(None if fresh else session,
-                                                        str((await request.post()).get("csrf", ""))):
+                                                        (await read_form(request)).get("csrf")):
         resp = render(request, "error.html", {"title": "Forbidden", "message":
                       "The form's CSRF token is missing or wrong (an old page, or another site's form). "
                       "Reload the page and try again."}, status=403)
@@ -203,7 +215,7 @@ async def new_job_page(request: web.Request) -> web.Response:
 async def submit_job(request: web.Request) -> web.Response:
     """POST /ui/new: the form as a spec, submitted like POST /backtest; the form again with the error's
     message and its status (4xx) when it is refused, else a redirect to /ui."""
-    form = {k: str(v) for k, v in (await request.post()).items() if isinstance(v, str)}
+    form = await read_form(request)
     strategies = await _strategies(request)
     strategy = next((s for s in strategies if s.get("name") == form.get("strategy")), None)
     try:
@@ -233,7 +245,7 @@ async def login(request: web.Request) -> web.Response:
     settings = request.app[K.SETTINGS]
     if not settings.api_key_required:
         return _redirect("/ui")
-    given = str((await request.post()).get("key", "")).encode("utf-8", "surrogateescape")
+    given = (await read_form(request)).get("key", "").encode("utf-8", "surrogateescape")
     if not given or not hmac.compare_digest(given, (settings.api_key or "").encode("utf-8")):
         return render(request, "login.html", {"title": "Log in", "error": "That is not the API key."}, status=401)
     session = request.app[CONSOLE].new(authed=True)
