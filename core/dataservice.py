@@ -22,7 +22,7 @@ a DataError naming it (`selection_for`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .spec import BacktestSpec
 from .timeutil import end_bound_utc, to_utc, to_utc_or_none
 
 DEFAULT_SOURCE = "synthetic"
+FETCH_BATCH = 8  # symbols per source call when a fetch reports its progress (gpu-backtest data fetch)
 UPLOAD_SOURCE = "upload"
 
 
@@ -156,8 +157,10 @@ class MarketDataService:
         return source
 
     def fetch(self, source: str, symbols: Sequence[str], start: Any = None, end: Any = None,
-              frequency: str = "1d", adjusted: bool = True) -> list[CatalogEntry]:
-        """Fetch ``symbols`` from ``source`` into the store (only what is missing)."""
+              frequency: str = "1d", adjusted: bool = True,
+              progress: Callable[[int, int], None] | None = None) -> list[CatalogEntry]:
+        """Fetch ``symbols`` from ``source`` into the store (only what is missing). ``progress(done,
+        total)``: called as the symbols are fetched, in batches of `FETCH_BATCH` (one batch without it)."""
         from ..plugins.datasources.base import FetchRange
 
         src = self.source(source)
@@ -168,7 +171,14 @@ class MarketDataService:
         unknown = [s for s in symbols if known is not None and s not in known]
         if unknown:
             raise DataError(f"{source} has no {frequency} data for: {', '.join(unknown[:20])}", ",".join(unknown))
-        src.ensure(self.store, symbols, FetchRange(to_utc_or_none(start), to_utc_or_none(end), frequency), adjusted)
+        rng = FetchRange(to_utc_or_none(start), to_utc_or_none(end), frequency)
+        if progress is None:
+            src.ensure(self.store, symbols, rng, adjusted)
+        else:
+            progress(0, len(symbols))
+            for i in range(0, len(symbols), FETCH_BATCH):
+                src.ensure(self.store, symbols[i:i + FETCH_BATCH], rng, adjusted)
+                progress(min(len(symbols), i + FETCH_BATCH), len(symbols))
         stored = self.store.entries(source, frequency, symbols)
         return [stored[s] for s in symbols if s in stored]
 
