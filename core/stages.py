@@ -110,7 +110,6 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     panel, bench = _bars(task, calendar, loader)
     t1 = time.perf_counter()
     wanted = wanted_metrics(spec)
-    need_series = any(m in M.SERIES_METRICS for m in wanted)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)
     notes: dict[str, Any] = {}
@@ -127,7 +126,7 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
         t2 = time.perf_counter()
         table = portfolio_table(p.start, p.stop, block, values, wanted)
     else:
-        values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, need_series,
+        values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, wanted,
                                         bench, cancel=cancel, n_blocks=overfitting_blocks(spec))
         blocks, block_n, totals = _statistics_sums(values.pop(BLOCKS_KEY, None))
         t2 = time.perf_counter()
