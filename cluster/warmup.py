@@ -37,7 +37,7 @@ def _run(parts: tuple[str, ...]) -> None:
         from ..core.warmup import run_warmup
         from .worker import worker_context
 
-        _result.update(run_warmup(parts, worker_context().backend))
+        _result.update(run_warmup(parts, worker_context().backend, background=True))
     except Exception as exc:  # the context itself failed: the first job will report it
         _result.update({"seconds": None, "failed": {"context": f"{type(exc).__name__}: {exc}"[:300]}})
     finally:

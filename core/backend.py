@@ -80,19 +80,22 @@ class Backend:
             return np.asarray(a)
         return self.xp.asnumpy(a)
 
-    def simulate(self, *args: Any, blocks_out: Any = None, n_blocks: int = 0) -> Any:
+    def simulate(self, *args: Any, blocks_out: Any = None, n_blocks: int = 0, tails_out: Any = None,
+                 n_tail: int = 0) -> Any:
         """Run the simulation kernel over all columns (arguments as `cpu.simulate`).
 
         ``n_blocks`` must equal the ``I_N_BLOCKS`` slot of the iopts passed, with ``blocks_out``
-        its (C, B, N_BLOCK_ACC) buffer when B > 0.
+        its (C, B, N_BLOCK_ACC) buffer when B > 0; ``n_tail`` the ``I_N_TAIL`` slot, with
+        ``tails_out`` its (C, 2, m) buffer when m > 0.
         """
         if self.name == "cpu":
             from .simulate import cpu
 
-            return cpu.simulate(*args, blocks_out=blocks_out)
+            return cpu.simulate(*args, blocks_out=blocks_out, tails_out=tails_out)
         from .simulate import cuda
 
-        return cuda.simulate(self.xp, *args, blocks_out=blocks_out, n_blocks=n_blocks)
+        return cuda.simulate(self.xp, *args, blocks_out=blocks_out, n_blocks=n_blocks, tails_out=tails_out,
+                             n_tail=n_tail)
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""

@@ -253,6 +253,11 @@ class Settings:
         "GPU_BACKTEST_PUBLIC_DOCS", _bool, False,
         "serve /docs (the API explorer), its files and /openapi.json without an API key",
     )
+    console_secure_cookie: bool = _env(
+        "GPU_BACKTEST_CONSOLE_SECURE_COOKIE", _bool, False,
+        "mark the web console's session cookie Secure on plain-http requests too (behind a TLS-terminating "
+        "proxy; https requests always get it)",
+    )
     cors_origins: tuple[str, ...] = _env(
         "GPU_BACKTEST_CORS_ORIGINS", _origins, (),
         "comma-separated browser origins allowed by CORS (e.g. https://lab.example.com); empty: no CORS headers",

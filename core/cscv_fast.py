@@ -79,20 +79,34 @@ def _key(x1: float, x2: float, inv_n: float, inv_nm1: float, rf: float) -> float
     return d * abs(d) / var
 
 
-TILE = 16  # columns evaluated together, so each split's row of per-split arrays stays in L1
+TILE = 16  # columns evaluated together: the innermost loop runs over a tile's columns (SIMD lanes)
 
 
 @njit(inline="always", cache=True)
-def _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, sb1, sb2):  # pragma: no cover - compiled
-    """Subset sums of columns t0..t0+tn−1: A half by mask, B half in split order (contiguous reads)."""
-    for q in range(tn):
-        _subset_sums(s1[t0 + q], sa1[q], 0, h)
-        _subset_sums(s2[t0 + q], sa2[q], 0, h)
-        _subset_sums(s1[t0 + q], sb1, h, h)
-        _subset_sums(s2[t0 + q], sb2, h, h)
-        for j in range(b_masks.shape[0]):
-            gb1[q, j] = sb1[b_masks[j]]
-            gb2[q, j] = sb2[b_masks[j]]
+def _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, tmp1, tmp2):  # pragma: no cover - compiled
+    """Subset sums of columns t0..t0+tn−1 as (subset, column-in-tile) tables: the A half by mask, the B
+    half in split order. Columns tn..TILE−1 are padding with Σr² = NaN: an undefined key everywhere."""
+    nm = 1 << h
+    nbm = b_masks.shape[0]
+    for q in range(TILE):
+        if q < tn:
+            _subset_sums(s1[t0 + q], tmp1, 0, h)
+            _subset_sums(s2[t0 + q], tmp2, 0, h)
+            for m in range(nm):
+                sa1[m, q] = tmp1[m]
+                sa2[m, q] = tmp2[m]
+            _subset_sums(s1[t0 + q], tmp1, h, h)
+            _subset_sums(s2[t0 + q], tmp2, h, h)
+            for j in range(nbm):
+                gb1[j, q] = tmp1[b_masks[j]]
+                gb2[j, q] = tmp2[b_masks[j]]
+        else:
+            for m in range(nm):
+                sa1[m, q] = 0.0
+                sa2[m, q] = math.nan
+            for j in range(nbm):
+                gb1[j, q] = 0.0
+                gb2[j, q] = math.nan
 
 
 @njit(parallel=True, cache=True)
@@ -106,37 +120,48 @@ def _pass1(s1, s2, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf, 
     for ch in range(n_chunks):  # no defined key in a split: the chunk's first (lowest) column
         col[ch, :] = min(ch * step, max(n_cols - 1, 0))
     for ch in prange(n_chunks):
-        sa1 = np.empty((TILE, 1 << h))
-        sa2 = np.empty((TILE, 1 << h))
-        gb1 = np.empty((TILE, b_masks.shape[0]))
-        gb2 = np.empty((TILE, b_masks.shape[0]))
-        sb1 = np.empty(1 << h)
-        sb2 = np.empty(1 << h)
+        sa1 = np.empty((1 << h, TILE))
+        sa2 = np.empty((1 << h, TILE))
+        gb1 = np.empty((b_masks.shape[0], TILE))
+        gb2 = np.empty((b_masks.shape[0], TILE))
+        tmp1 = np.empty(1 << h)
+        tmp2 = np.empty(1 << h)
         brow = best[ch]
         crow = col[ch]
         hi = min(n_cols, (ch + 1) * step)
         for t0 in range(ch * step, hi, TILE):
             tn = min(TILE, hi - t0)
-            _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, sb1, sb2)
+            _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, tmp1, tmp2)
             for k in range(h + 1):
                 nb = b_off[k + 1] - b_off[k]
                 bo = b_off[k]
                 for ia in range(a_off[k + 1] - a_off[k]):
                     a = a_masks[a_off[k] + ia]
                     base = grp_off[k] + ia * nb
-                    for q in range(tn):
-                        x1a = sa1[q, a]
-                        x2a = sa2[q, a]
-                        for ib in range(nb):
-                            i = base + ib
-                            x1 = x1a + gb1[q, bo + ib]
-                            mean = x1 * inv_n[i]
-                            var = (x2a + gb2[q, bo + ib] - x1 * mean) * inv_nm1[i]
+                    for ib in range(nb):
+                        i = base + ib
+                        j = bo + ib
+                        bi = brow[i]
+                        inn = inv_n[i]
+                        inm = inv_nm1[i]
+                        # key d|d|/var > best  <=>  d|d| > best·var (var > 0): a branch-free count over
+                        # the tile's columns (vectorised), then, rarely, a scalar pass in column order
+                        hit = 0
+                        for q in range(TILE):
+                            x1 = sa1[a, q] + gb1[j, q]
+                            mean = x1 * inn
+                            var = (sa2[a, q] + gb2[j, q] - x1 * mean) * inm
                             d = mean - rf
-                            # key d|d|/var > best  <=>  d|d| > best·var (var > 0): divide only on a new best
-                            if var > 0.0 and d * abs(d) > brow[i] * var:
-                                brow[i] = d * abs(d) / var
-                                crow[i] = t0 + q
+                            hit += (var > 0.0) & (d * abs(d) > bi * var)
+                        if hit:
+                            for q in range(tn):  # the first of equal keys (the lowest column) stays
+                                x1 = sa1[a, q] + gb1[j, q]
+                                mean = x1 * inn
+                                var = (sa2[a, q] + gb2[j, q] - x1 * mean) * inm
+                                d = mean - rf
+                                if var > 0.0 and d * abs(d) > brow[i] * var:
+                                    brow[i] = d * abs(d) / var
+                                    crow[i] = t0 + q
     return best, col
 
 
@@ -180,44 +205,60 @@ def _pass2(s1, s2, thr, thr_fin, own, own_lt, inv_n, inv_nm1, a_masks, a_off, b_
     equal = np.zeros((n_chunks, n_splits), dtype=np.int64)
     step = (n_cols + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        sa1 = np.empty((TILE, 1 << h))
-        sa2 = np.empty((TILE, 1 << h))
-        gb1 = np.empty((TILE, b_masks.shape[0]))
-        gb2 = np.empty((TILE, b_masks.shape[0]))
-        sb1 = np.empty(1 << h)
-        sb2 = np.empty(1 << h)
+        sa1 = np.empty((1 << h, TILE))
+        sa2 = np.empty((1 << h, TILE))
+        gb1 = np.empty((b_masks.shape[0], TILE))
+        gb2 = np.empty((b_masks.shape[0], TILE))
+        tmp1 = np.empty(1 << h)
+        tmp2 = np.empty(1 << h)
         lrow = less[ch]
         erow = equal[ch]
+        lo = ch * step
         hi = min(n_cols, (ch + 1) * step)
-        for t0 in range(ch * step, hi, TILE):
+        n_pad = 0
+        for t0 in range(lo, hi, TILE):
             tn = min(TILE, hi - t0)
-            _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, sb1, sb2)
+            n_pad += TILE - tn
+            _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, tmp1, tmp2)
             for k in range(h + 1):
                 nb = b_off[k + 1] - b_off[k]
                 bo = b_off[k]
                 for ia in range(a_off[k + 1] - a_off[k]):
                     a = a_masks[a_off[k] + ia]
                     base = grp_off[k] + ia * nb
-                    for q in range(tn):
-                        x1a = sa1[q, a]
-                        x2a = sa2[q, a]
-                        for ib in range(nb):
-                            i = base + ib
-                            x1 = x1a + gb1[q, bo + ib]
-                            mean = x1 * inv_n[i]
-                            var = (x2a + gb2[q, bo + ib] - x1 * mean) * inv_nm1[i]
+                    for ib in range(nb):
+                        i = base + ib
+                        j = bo + ib
+                        t = thr[i]
+                        tf = thr_fin[i]
+                        inn = inv_n[i]
+                        inm = inv_nm1[i]
+                        lt = 0
+                        eq = 0
+                        for q in range(TILE):
+                            x1 = sa1[a, q] + gb1[j, q]
+                            mean = x1 * inn
+                            var = (sa2[a, q] + gb2[j, q] - x1 * mean) * inm
                             d = mean - rf
-                            # key < t  <=>  d|d| < t·var when var > 0; an undefined key (−inf) is below any
-                            # finite t (thr_fin[i] = 0 for a finite t, −1 for t = −inf)
+                            # key < t  <=>  d|d| < t·var when var > 0; an undefined key (−inf) is below
+                            # any finite t (thr_fin = 0 for a finite t, −1 for t = −inf)
                             pos = var > 0.0
                             lhs = d * abs(d) if pos else -1.0
-                            rhs = thr[i] * var if pos else thr_fin[i]
-                            lrow[i] += lhs < rhs
-                            erow[i] += lhs == rhs
-        # the chosen column itself is not counted: take its own comparison back
+                            rhs = t * var if pos else tf
+                            lt += lhs < rhs
+                            eq += lhs == rhs
+                        lrow[i] += lt
+                        erow[i] += eq
         for i in range(n_splits):
+            # padding columns (undefined keys) were counted: take them back
+            if n_pad:
+                if thr_fin[i] == 0.0:
+                    lrow[i] -= n_pad
+                else:
+                    erow[i] -= n_pad
+            # the chosen column itself is not counted: take its own comparison back
             c = own[i]
-            if ch * step <= c < hi:
+            if lo <= c < hi:
                 v = own_lt[i]
                 lrow[i] -= v == 1
                 erow[i] -= v == 0

@@ -22,7 +22,7 @@ a DataError naming it (`selection_for`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .spec import BacktestSpec
 from .timeutil import end_bound_utc, to_utc, to_utc_or_none
 
 DEFAULT_SOURCE = "synthetic"
+FETCH_BATCH = 8  # symbols per source call when a fetch reports its progress (gpu-backtest data fetch)
 UPLOAD_SOURCE = "upload"
 
 
@@ -156,8 +157,10 @@ class MarketDataService:
         return source
 
     def fetch(self, source: str, symbols: Sequence[str], start: Any = None, end: Any = None,
-              frequency: str = "1d", adjusted: bool = True) -> list[CatalogEntry]:
-        """Fetch ``symbols`` from ``source`` into the store (only what is missing)."""
+              frequency: str = "1d", adjusted: bool = True,
+              progress: Callable[[int, int], None] | None = None) -> list[CatalogEntry]:
+        """Fetch ``symbols`` from ``source`` into the store (only what is missing). ``progress(done,
+        total)``: called as the symbols are fetched, in batches of `FETCH_BATCH` (one batch without it)."""
         from ..plugins.datasources.base import FetchRange
 
         src = self.source(source)
@@ -168,7 +171,14 @@ class MarketDataService:
         unknown = [s for s in symbols if known is not None and s not in known]
         if unknown:
             raise DataError(f"{source} has no {frequency} data for: {', '.join(unknown[:20])}", ",".join(unknown))
-        src.ensure(self.store, symbols, FetchRange(to_utc_or_none(start), to_utc_or_none(end), frequency), adjusted)
+        rng = FetchRange(to_utc_or_none(start), to_utc_or_none(end), frequency)
+        if progress is None:
+            src.ensure(self.store, symbols, rng, adjusted)
+        else:
+            progress(0, len(symbols))
+            for i in range(0, len(symbols), FETCH_BATCH):
+                src.ensure(self.store, symbols[i:i + FETCH_BATCH], rng, adjusted)
+                progress(min(len(symbols), i + FETCH_BATCH), len(symbols))
         stored = self.store.entries(source, frequency, symbols)
         return [stored[s] for s in symbols if s in stored]
 
@@ -208,6 +218,8 @@ class MarketDataService:
         if spans and all(lo is not None and la is not None and la < lo for _, la in spans):
             latest = max(la for _, la in spans)
             raise SpecError("start", f"{name} has no {spec.frequency} bars of these symbols after {latest.date()}")
+        if spec.validation is not None and spans:
+            _check_folds(spec, spans, lo, hi, None if src.fetchable else sum(e.rows for e in stored.values()))
         return src, name, universe, benchmark, start, end
 
     def selection_for(self, spec: BacktestSpec) -> tuple[DataSelection, int]:
@@ -308,6 +320,22 @@ def _valid_source(name: str) -> bool:
     except DataError:
         return False
     return True
+
+
+def _check_folds(spec: BacktestSpec, spans: list[tuple[Any, Any]], lo: pd.Timestamp | None,
+                 hi: pd.Timestamp | None, rows: int | None) -> None:
+    """A walk-forward the universe's bars in the range cannot hold → SpecError naming ``validation``
+    (`folds.check_feasible`): bounded by the earliest first and latest last bar within the range, and by the
+    stored rows (an upload source) or the most bars of the frequency in that span (a fetching source)."""
+    from .folds import check_feasible, max_bars_in
+
+    firsts = [f for f, _ in spans if f is not None]
+    lasts = [la for _, la in spans if la is not None]
+    first = max([min(firsts)] + ([lo] if lo is not None else [])) if firsts else None
+    last = min([max(lasts)] + ([hi] if hi is not None else [])) if lasts else None
+    if first is not None and last is not None and rows is None:
+        rows = max_bars_in(first, last, spec.frequency) if last >= first else 0
+    check_feasible(spec.validation, first, last, rows)
 
 
 def _refuse_unknown(name: str, spec: BacktestSpec, universe: list[str], benchmark: str | None,

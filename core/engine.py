@@ -151,9 +151,11 @@ class RunOptions:
         """The kernel's int option array (no returns, no records)."""
         return self.sim.arrays()[1]
 
-    def with_flags(self, want_returns: bool, record: bool, n_blocks: int = 0) -> np.ndarray:
-        """The int option array with the output switches set (``n_blocks`` > 0: per-block sums)."""
-        return dataclasses.replace(self.sim, want_returns=want_returns, record=record, n_blocks=n_blocks).arrays()[1]
+    def with_flags(self, want_returns: bool, record: bool, n_blocks: int = 0, n_tail: int = 0) -> np.ndarray:
+        """The int option array with the output switches set (``n_blocks`` > 0: per-block sums;
+        ``n_tail`` > 0: tail heaps of that size)."""
+        return dataclasses.replace(self.sim, want_returns=want_returns, record=record, n_blocks=n_blocks,
+                                   n_tail=n_tail).arrays()[1]
 
 
 @dataclass
@@ -451,19 +453,25 @@ class Engine:
 
     # -- compute primitives (what the stages call) ----------------------------------------
     def sweep(self, spec: BacktestSpec, strategy: Strategy, grid: Mapping[str, np.ndarray], panel: MarketPanel,
-              ppy: float, need_series: bool, benchmark: np.ndarray | None,
+              ppy: float, wanted: Sequence[str], benchmark: np.ndarray | None,
               cancel: CancelFn | None = None, n_blocks: int = 0) -> tuple[dict[str, np.ndarray], int]:
         """Sweep-mode metrics of every (symbol, combination) column of ``panel`` (symbol-major),
         in chunks within this backend's memory budget; host arrays out, and the chunk count.
-        ``n_blocks`` > 0: also the columns' per-block sums, (C, B, N_BLOCK_ACC), under `BLOCKS_KEY`."""
+        ``wanted``: the metrics asked for — the quantile metrics come from the kernel's tail heaps
+        (O(columns × 5 % of bars)), alpha/beta from the (T, C) return series, kept only for them
+        and only with a benchmark. ``n_blocks`` > 0: also the columns' per-block sums, (C, B,
+        N_BLOCK_ACC), under `BLOCKS_KEY`."""
         be, xp = self.backend, self.backend.xp
         n_bars, n_sym, n_combo = panel.n_bars, panel.n_symbols, grid_size(grid)
+        need_tails, need_series = M.series_needs(wanted, benchmark is not None)
+        n_tail = M.tail_size(n_bars) if need_tails else 0
         # a strategy may say it needs more per cell (an expression strategy with many gathered arrays)
         cell = max(BYTES_PER_CELL, int(getattr(strategy, "bytes_per_cell", 0) or 0))
         cell += BYTES_PER_CELL_SERIES if need_series else 0
+        cell += -(-16 * n_tail // max(n_bars, 1))  # the two tail heaps of a column, per bar
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
         opts = RunOptions.from_spec(spec)
-        iopts = be.asarray(opts.with_flags(need_series, False, n_blocks))
+        iopts = be.asarray(opts.with_flags(need_series, False, n_blocks, n_tail))
         fopts = be.asarray(opts.fopts)
         dummies = self._dummies()
         blocks_all = np.zeros((n_sym * n_combo, n_blocks, L.N_BLOCK_ACC)) if n_blocks > 0 else None
@@ -485,13 +493,17 @@ class Engine:
             sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
             ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if need_series else dummies[0]
             blk = xp.empty((n_s * n_k, n_blocks, L.N_BLOCK_ACC), dtype=xp.float64) if n_blocks > 0 else None
+            tails = xp.empty((n_s * n_k, 2, n_tail), dtype=xp.float64) if n_tail > 0 else None
             acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
                               sig.entries, sig.exits, sig.short_entries, sig.short_exits,
                               fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3],
-                              blocks_out=blk, n_blocks=n_blocks)
+                              blocks_out=blk, n_blocks=n_blocks, tails_out=tails, n_tail=n_tail)
+            del sig
             vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
+            if n_tail > 0:
+                vals.update(M.tail_metrics(tails, n_bars, xp=xp))
             if need_series:
-                vals.update(M.series_metrics(ret_buf, ppy, spec.metrics.risk_free, bench, xp=xp))
+                vals.update(M.benchmark_metrics(ret_buf, ppy, spec.metrics.risk_free, bench, xp=xp))
             # column of (symbol s, combo k) within the panel is s * K + k
             s_idx = np.arange(chunk.sym_start, chunk.sym_stop)
             k_idx = np.arange(chunk.combo_start, chunk.combo_stop)

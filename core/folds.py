@@ -162,6 +162,38 @@ def make_folds(index: pd.DatetimeIndex, v: Validation, path: str = "validation")
     return folds
 
 
+# the least time between two bars of a frequency (a month is at least 28 days): bounds how many bars a span holds
+BAR_SPACING = {"1min": pd.Timedelta(minutes=1), "5min": pd.Timedelta(minutes=5), "15min": pd.Timedelta(minutes=15),
+               "30min": pd.Timedelta(minutes=30), "1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4),
+               "1d": pd.Timedelta(days=1), "1w": pd.Timedelta(days=7), "1mo": pd.Timedelta(days=28)}
+
+
+def max_bars_in(first: pd.Timestamp, last: pd.Timestamp, frequency: str) -> int:
+    """The most bars of ``frequency`` that fit from ``first`` to ``last`` inclusive."""
+    return int((last - first) // BAR_SPACING[frequency]) + 1
+
+
+def check_feasible(v: Validation, first: pd.Timestamp | None, last: pd.Timestamp | None,
+                   max_bars: int | None, path: str = "validation") -> None:
+    """Refuse at submit (SpecError naming ``path``) a walk-forward no data can hold: the bars run from
+    ``first`` to ``last`` at most, ``max_bars`` of them at most (None: unknown). Only necessary
+    conditions are checked — `make_folds`, on the real bars, has the last word."""
+    need = (v.train if isinstance(v.train, int) else MIN_TRAIN_BARS) + (
+        v.test if isinstance(v.test, int) else MIN_TEST_BARS)
+    if max_bars is not None and max_bars < need:
+        raise SpecError(path, f"too few bars for one fold: the data holds at most {max_bars} bars in the range; "
+                              f"train {v.train!r} and test {v.test!r} need {need} or more")
+    if first is None or last is None:
+        return
+    span = first
+    for size in (v.train, v.test):
+        if isinstance(size, str):
+            span = span + _offset(size)
+    if span > last:
+        raise SpecError(path, f"too few bars for one fold: the data runs from {first.date()} to {last.date()}; "
+                              f"train {v.train!r} and test {v.test!r} need a longer range")
+
+
 def fold_rows(folds: list[Fold]) -> np.ndarray:
     """(n_folds, 4) int64 array of the folds' bounds (for tests and compact transport)."""
     return np.array([[f.train_start, f.train_stop, f.test_start, f.test_stop] for f in folds], dtype=np.int64)

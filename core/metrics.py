@@ -22,6 +22,7 @@ once. docs/metrics.md gives every formula, its units, the library convention it 
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -63,11 +64,14 @@ __all__ = [
     "METRICS",
     "PORTFOLIO_METRICS",
     "SERIES_METRICS",
+    "TAIL_METRICS",
     "metric_direction",
     "metrics_from_accumulators",
     "metrics_from_records",
     "returns_from_equity",
     "series_metrics",
+    "tail_metrics",
+    "tail_size",
 ]
 
 Array = Any  # numpy.ndarray or cupy.ndarray
@@ -105,6 +109,11 @@ METRICS: tuple[str, ...] = (
 
 #: Metrics that need the whole per-bar return series; only `series_metrics` computes them.
 SERIES_METRICS: tuple[str, ...] = ("tail_ratio", "var_95", "cvar_95", "alpha", "beta")
+#: the quantile metrics: in sweep mode from the kernel's tail heaps (`tail_size`, `tail_metrics`)
+TAIL_METRICS: tuple[str, ...] = ("tail_ratio", "var_95", "cvar_95")
+#: the metrics against a benchmark: in sweep mode they need the (T, C) return series
+BENCHMARK_METRICS: tuple[str, ...] = ("alpha", "beta")
+TAIL_Q = (5.0, 95.0)  # the percentiles of var_95 / tail_ratio (numpy's default "linear" method)
 
 #: +1: bigger is better, -1: smaller is better. Metrics without a natural order (counts, beta,
 #: holding time, exposure) are given a documented convention; see docs/metrics.md.
@@ -538,22 +547,98 @@ def series_metrics(
     if n_t == 0:
         return out
     with np.errstate(all="ignore"):
-        p5, p95 = xp.percentile(returns, xp.asarray([5.0, 95.0]), axis=0)
+        p5, p95 = xp.percentile(returns, xp.asarray(TAIL_Q), axis=0)
         out["tail_ratio"] = _div(xp.abs(p95), xp.abs(p5), xp)
         out["var_95"] = p5
         k = int((n_t - 1) * 0.05)
         out["cvar_95"] = xp.sort(returns, axis=0)[: k + 1].mean(axis=0)
-        if benchmark is not None and n_t >= 2:
-            bench = xp.asarray(benchmark, dtype=xp.float64).reshape(n_t, 1)
-            rf = float(risk_free)
-            b_res = bench - bench.mean()
-            cov = (b_res * returns).mean(axis=0)
-            var = (b_res**2).mean()
-            beta = xp.where(var >= 1.0e-30, cov / xp.where(var >= 1.0e-30, var, 1.0), xp.nan)
-            excess = (returns - rf) - beta[None, :] * (bench - rf)
-            out["alpha"] = (excess.mean(axis=0) + 1.0) ** periods_per_year - 1.0
-            out["beta"] = beta
+    out.update(benchmark_metrics(returns, periods_per_year, risk_free, benchmark, xp))
     return out
+
+
+def benchmark_metrics(
+    returns: Array,
+    periods_per_year: float,
+    risk_free: float = 0.0,
+    benchmark: Array | None = None,
+    xp: ModuleType = np,
+) -> dict[str, Array]:
+    """`BENCHMARK_METRICS` (alpha, beta) of a (T, C) per-bar returns array against ``benchmark``
+    (T,), as empyrical's ``alpha_beta``; NaN for every column without a benchmark."""
+    n_t, n_cols = returns.shape
+    nan = xp.full((n_cols,), xp.nan)
+    out = {"alpha": nan, "beta": nan}
+    if benchmark is None or n_t < 2:
+        return out
+    with np.errstate(all="ignore"):
+        bench = xp.asarray(benchmark, dtype=xp.float64).reshape(n_t, 1)
+        rf = float(risk_free)
+        b_res = bench - bench.mean()
+        cov = (b_res * returns).mean(axis=0)
+        var = (b_res**2).mean()
+        beta = xp.where(var >= 1.0e-30, cov / xp.where(var >= 1.0e-30, var, 1.0), xp.nan)
+        excess = (returns - rf) - beta[None, :] * (bench - rf)
+        out["alpha"] = (excess.mean(axis=0) + 1.0) ** periods_per_year - 1.0
+        out["beta"] = beta
+    return out
+
+
+def series_needs(wanted: Any, has_benchmark: bool) -> tuple[bool, bool]:
+    """Sweep mode: whether the wanted metrics need the kernel's tail heaps (`TAIL_METRICS`) and
+    whether they need the (T, C) return series (alpha/beta, only with a benchmark)."""
+    wanted = set(wanted)
+    return bool(wanted & set(TAIL_METRICS)), bool(has_benchmark and wanted & set(BENCHMARK_METRICS))
+
+
+def _linear_index(n: int, q: float) -> tuple[int, int, float]:
+    """numpy's "linear" percentile of ``n`` sorted values at ``q`` %: the two order statistics it
+    interpolates between and the weight — ``h = (n − 1)·q/100``, ``⌊h⌋``, ``⌊h⌋ + 1`` (both clipped
+    to n − 1), ``γ = h − ⌊h⌋`` — computed with numpy's own float64 arithmetic."""
+    h = float(np.float64(n - 1) * np.true_divide(np.float64(q), 100))
+    lo = math.floor(h)
+    if h >= n - 1:
+        return n - 1, n - 1, h - lo
+    return lo, lo + 1, h - lo
+
+
+def tail_size(n: int) -> int:
+    """How many of the smallest and of the largest of ``n`` returns `tail_metrics` needs (the kernel's
+    ``n_tail``): the order statistics of the 5th and 95th percentiles and CVaR's ``int((n−1)·0.05) + 1``
+    smallest. About 5 % of ``n`` per side."""
+    if n <= 0:
+        return 0
+    _, hi5, _ = _linear_index(n, TAIL_Q[0])
+    lo95, _, _ = _linear_index(n, TAIL_Q[1])
+    k = int((n - 1) * 0.05)
+    return int(min(n, max(hi5 + 1, k + 1, n - lo95)))
+
+
+def _lerp(a: Array, b: Array, t: float) -> Array:
+    """numpy's `percentile` interpolation (``a + (b − a)·t``, or ``b − (b − a)·(1 − t)`` for t ≥ ½)."""
+    d = b - a
+    return b - d * (1.0 - t) if t >= 0.5 else a + d * t
+
+
+def tail_metrics(tails: Array, n: int, xp: ModuleType = np) -> dict[str, Array]:
+    """`TAIL_METRICS` from the kernel's tail heaps ``tails`` (C, 2, m), m = `tail_size`(n), of ``n``
+    returns per column: ``tails[:, 0]`` the m smallest returns, ``tails[:, 1]`` the m largest negated
+    (heap order). The same order statistics, interpolation and CVaR set as `series_metrics` on the
+    whole series (docs/metrics.md: exact, O(columns × m) memory instead of O(columns × T))."""
+    tails = xp.asarray(tails, dtype=xp.float64)
+    n_cols = tails.shape[0]
+    if n <= 0 or n_cols == 0:
+        nan = xp.full((n_cols,), xp.nan)
+        return {name: nan for name in TAIL_METRICS}
+    small = xp.sort(tails[:, 0, :], axis=1)  # small[:, j] = x_(j), the j-th smallest (0-based)
+    large = xp.sort(tails[:, 1, :], axis=1)  # -large[:, j] = x_(n-1-j), the j-th largest
+    lo, hi, g = _linear_index(n, TAIL_Q[0])
+    p5 = _lerp(small[:, lo], small[:, hi], g)
+    lo, hi, g = _linear_index(n, TAIL_Q[1])
+    p95 = _lerp(-large[:, n - 1 - lo], -large[:, n - 1 - hi], g)
+    k = int((n - 1) * 0.05)
+    with np.errstate(all="ignore"):
+        return {"tail_ratio": _div(xp.abs(p95), xp.abs(p5), xp), "var_95": p5,
+                "cvar_95": small[:, : k + 1].mean(axis=1)}
 
 
 def portfolio_metrics(

@@ -6,8 +6,9 @@ sums — in its `PartitionOutput` (O(columns × S)); nothing of size columns × 
 shipped. The passes are the compiled ones of `cscv_fast.py`. The executors run, per partition
 and on the worker that holds its output:
 
-1. `pass1` — per CSCV split the best in-sample column (IS Sharpe, OOS Sharpe, column id) and
-   the mergeable sums (count, Σ SR, Σ SR²) of the columns' whole-run per-bar Sharpe ratios;
+1. `pass1` — per CSCV split the best in-sample column (IS Sharpe, OOS Sharpe, column id),
+   the mergeable sums (count, Σ SR, Σ SR²) of the columns' whole-run per-bar Sharpe ratios and
+   those of their mean pairwise correlation (the effective number of trials);
    merged by `merge_pass1`;
 2. `pass2` — per split the partition's other columns below / tied with the chosen one's OOS
    Sharpe, and the per-block sums of the ranked-best column when it lives in this partition;
@@ -46,7 +47,8 @@ def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
     sr = of.sharpe_from_sums(tot[:, 0], tot[:, 1], tot[:, 2], risk_free)
     ok = sr[np.isfinite(sr)]
     res: dict[str, Any] = {"sr_n": int(ok.size), "sr_sum": float(ok.sum()), "sr_sum2": float((ok * ok).sum()),
-                           "n_blocks": int(out.blocks.shape[1])}
+                           "n_blocks": int(out.blocks.shape[1]),
+                           "corr": of.correlation_sums(out.blocks[:, :, 0], out.block_n)}
     if _cscv_ok(out):
         res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
     return res
@@ -59,6 +61,7 @@ def merge_pass1(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {k: sum(p[k] for p in got) for k in ("sr_n", "sr_sum", "sr_sum2")}
     out["n_blocks"] = got[0]["n_blocks"]
+    out["corr"] = of.merge_correlation_sums([p["corr"] for p in got])
     bests = [p["best"] for p in got if "best" in p]
     if bests:
         out["best"] = cf.merge_best(bests)
@@ -121,6 +124,14 @@ def finish(merged: dict[str, Any] | None, parts: list[dict[str, Any] | None], n_
                     if math.isfinite(sr_var) else math.nan),
         "min_track_record": _num(of.min_track_record_length(sr_best, skew, kurt)),
     })
+    rho = of.mean_pairwise_correlation(merged["corr"])
+    n_eff = of.effective_trials(n_trials, rho)
+    sr0_eff = of.expected_max_sharpe(n_eff, max(sr_var, 0.0)) if math.isfinite(sr_var + n_eff) else math.nan
+    info["effective_trials"] = {
+        "n": _num(n_eff), "mean_correlation": _num(rho), "method": of.EFFECTIVE_TRIALS_METHOD,
+        "expected_max_sharpe": _num(sr0_eff),
+        "dsr": _num(of.probabilistic_sharpe_ratio(sr_best, n_obs, skew, kurt, sr0_eff)),
+    }
     counts = [p["counts"] for p in got if "counts" in p]
     if "best" in merged and counts and n_trials >= 2:
         summary = of.cscv_summary(cf.summary_inputs(merged["best"]), of.merge_counts(counts))

@@ -135,6 +135,49 @@ def min_track_record_length(
     return 1.0 + f * (norm_ppf(prob) / (sr - sr_benchmark)) ** 2
 
 
+# ---------------------------------------------------------------- effective number of trials
+EFFECTIVE_TRIALS_METHOD = (
+    "N_eff = rho + (1 - rho) * N, rho = the mean pairwise correlation of the trials' per-block mean "
+    "returns (equicorrelation approximation)")
+
+
+def correlation_sums(block_sum: np.ndarray, block_n: np.ndarray) -> dict[str, Any]:
+    """Mergeable sums for the trials' mean pairwise correlation: per column the S per-block mean
+    returns, centred and scaled to unit length (``z``); returns Σz (S,) and the number of columns
+    with a defined ``z`` (blocks without returns and constant columns are left out)."""
+    bn = np.asarray(block_n, dtype=np.float64)
+    keep = bn > 0
+    m = np.asarray(block_sum, dtype=np.float64)[:, keep] / bn[keep]
+    m = m - m.mean(axis=1, keepdims=True) if m.shape[1] else m
+    norm = np.sqrt((m * m).sum(axis=1))
+    ok = np.isfinite(norm) & (norm > 0)
+    z = m[ok] / norm[ok, None]
+    full = np.zeros(bn.shape[0])
+    full[keep] = z.sum(axis=0) if z.size else 0.0
+    return {"z_sum": full, "z_n": int(ok.sum())}
+
+
+def merge_correlation_sums(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge `correlation_sums` results (associative)."""
+    return {"z_sum": np.sum([p["z_sum"] for p in parts], axis=0), "z_n": int(sum(p["z_n"] for p in parts))}
+
+
+def mean_pairwise_correlation(sums: dict[str, Any]) -> float:
+    """ρ̄ = (‖Σz‖² − K) / (K(K − 1)): the mean of the K(K − 1)/2 pairwise correlations; NaN for K < 2."""
+    k = sums["z_n"]
+    if k < 2:
+        return math.nan
+    zs = np.asarray(sums["z_sum"])
+    return float((zs @ zs - k) / (k * (k - 1.0)))
+
+
+def effective_trials(n_trials: float, rho: float) -> float:
+    """N_eff = ρ̄ + (1 − ρ̄)·N, kept within [1, N]: N for uncorrelated trials, 1 for identical ones."""
+    if not (math.isfinite(rho) and n_trials >= 1):
+        return math.nan
+    return float(min(max(rho + (1.0 - rho) * n_trials, 1.0), n_trials))
+
+
 # ---------------------------------------------------------------- moments from sums
 def moments_from_sums(n: float, s1: float, s2: float, s3: float, s4: float) -> dict[str, float]:
     """Mean, std (ddof 1), skewness and kurtosis (non-excess, population moments) from Σrᵏ."""

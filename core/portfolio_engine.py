@@ -176,6 +176,25 @@ def combos_per_chunk(n_bars: int, n_rows: int, n_symbols: int, budget: int) -> i
     return max(1, budget // max(1, per_combo))
 
 
+def block_sums(xp: Any, returns: Any, n_blocks: int) -> Any:
+    """Per column and block the return count and Σr … Σr⁴, (C, S, 5): the portfolio kernel's equity
+    returns cut into the single-asset kernel's blocks (bars ⌊b·T/S⌋ ≤ t < ⌊(b+1)·T/S⌋; docs/metrics.md
+    "Per-block sums"), so the overfitting statistics read both modes alike."""
+    from .overfitting import block_bounds
+
+    n_t, n_c = returns.shape
+    edges = block_bounds(n_t, n_blocks)
+    out = xp.zeros((n_c, n_blocks, 5), dtype=xp.float64)
+    for b in range(n_blocks):
+        r = returns[int(edges[b]):int(edges[b + 1])]
+        out[:, b, 0] = float(r.shape[0])
+        p = xp.ones_like(r)
+        for k in range(1, 5):
+            p = p * r
+            out[:, b, k] = p.sum(axis=0)
+    return out
+
+
 def _metrics(xp: Any, run: Any, spec: BacktestSpec, ppy: float, bench: Any) -> dict[str, Any]:
     vals = M.portfolio_metrics(run.equity, run.acc, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
     vals.update(M.series_metrics(M.returns_from_equity(run.equity, spec.execution.init_cash, xp), ppy,
@@ -185,9 +204,11 @@ def _metrics(xp: Any, run: Any, spec: BacktestSpec, ppy: float, bench: Any) -> d
 
 def portfolio_sweep(engine: Any, spec: BacktestSpec, strategy: PortfolioStrategy, grid: Mapping[str, np.ndarray],
                     panel: MarketPanel, ppy: float, bench: np.ndarray | None, ended: np.ndarray,
-                    cancel: Any = None) -> tuple[dict[str, np.ndarray], int]:
+                    cancel: Any = None, n_blocks: int = 0) -> tuple[dict[str, np.ndarray], int]:
     """Metrics of every combination of ``grid`` (a portfolio over all of ``panel``'s symbols
-    each), host ``(K,)`` arrays, and the number of chunks."""
+    each), host ``(K,)`` arrays, and the number of chunks; ``n_blocks`` > 0: also the per-block
+    sums (K, S, 5) under the engine's `BLOCKS_KEY` (`block_sums`)."""
+    from .engine import BLOCKS_KEY
     from .executors import Cancelled
 
     be, xp = engine.backend, engine.backend.xp
@@ -213,6 +234,11 @@ def portfolio_sweep(engine: Any, spec: BacktestSpec, strategy: PortfolioStrategy
             if name not in out:
                 out[name] = np.full(n_combo, np.nan)
             out[name][k0:k1] = be.to_host(v)
+        if n_blocks > 0:
+            blk = be.to_host(block_sums(xp, M.returns_from_equity(run.equity, spec.execution.init_cash, xp), n_blocks))
+            if BLOCKS_KEY not in out:
+                out[BLOCKS_KEY] = np.zeros((n_combo, n_blocks, 5))
+            out[BLOCKS_KEY][k0:k1] = blk
         chunks += 1
     be.synchronize()
     return out, chunks

@@ -484,7 +484,7 @@ def build_report(info: dict[str, Any], top: list[dict[str, Any]], details: list[
     body = "\n".join(page.parts)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{esc(title or strategy)}"
-            f" — gpu-backtest report</title><style>{STYLE}</style>"
+            f" — gpu-backtest report</title><link rel=\"icon\" href=\"data:,\"><style>{STYLE}</style>"
             f"<script>{plotly_js()}</script></head><body>\n{body}\n"
             f'<script type="application/json" id="figures">{_script_json(page.figs)}</script>\n'
             "<script>(function(){var f=JSON.parse(document.getElementById('figures').textContent);"

@@ -246,6 +246,9 @@ DEFAULT_CSCV_BLOCKS = 16
 CSCV_BLOCKS = tuple(range(2, 21, 2))
 
 
+DEFAULT_OVERFITTING = {"blocks": DEFAULT_CSCV_BLOCKS}
+
+
 def _overfitting(value: Any, where: str) -> dict[str, int] | None:
     """``output.overfitting``: null (off) or ``{"blocks": S}`` with S even, 2 to 20 (default 16)."""
     if value is None:
@@ -272,13 +275,12 @@ class OutputOptions:
     trades: bool = field(default=True, metadata=meta(Flag(), "details include the trades"))
     metrics: tuple[str, ...] | None = field(default=None, metadata=meta(  # None: every metric
         Many(_METRIC), "the metrics to compute (rank_by is added); null: all"))
-    overfitting: dict[str, int] | None = field(default=None, metadata=meta(
+    overfitting: dict[str, int] | None = field(default_factory=lambda: dict(DEFAULT_OVERFITTING), metadata=meta(
         Described({"type": "object", "nullable": True, "additionalProperties": False,
                    "properties": {"blocks": {"type": "integer", "enum": list(CSCV_BLOCKS),
                                              "default": DEFAULT_CSCV_BLOCKS}}}),
         "overfitting statistics of a sweep (PSR, DSR, MinTRL, CSCV's PBO; docs/metrics.md) over `blocks` "
-        "(an even number 2-20, default 16) time blocks; null (the default): off — CSCV at 16 blocks "
-        "still costs about as much as the sweep itself (bench/RESULTS.md)"))
+        "(an even number 2-20, default 16) time blocks; on by default (`{\"blocks\": 16}`), null: off"))
 
     @classmethod
     def from_dict(cls, doc: Any, path: str = "output") -> OutputOptions:
@@ -293,7 +295,8 @@ class OutputOptions:
             wanted = tuple(wanted)
         return cls(rank_by=rank_by, top_k=top_k, equity_curves=take(cls, d, "equity_curves", path),
                    trades=take(cls, d, "trades", path), metrics=wanted,
-                   overfitting=_overfitting(d.get("overfitting"), f"{path}.overfitting"))
+                   overfitting=(_overfitting(d["overfitting"], f"{path}.overfitting") if "overfitting" in d
+                                else dict(DEFAULT_OVERFITTING)))
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

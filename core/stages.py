@@ -110,7 +110,6 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
     panel, bench = _bars(task, calendar, loader)
     t1 = time.perf_counter()
     wanted = wanted_metrics(spec)
-    need_series = any(m in M.SERIES_METRICS for m in wanted)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     engine = Engine(ctx.settings, ctx.backend)
     notes: dict[str, Any] = {}
@@ -122,17 +121,14 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
         block = {k: v[p.start:p.stop] for k, v in grid.items()}
         ended, notes = series_ends(task, panel)
         values, n_chunks = portfolio_sweep(engine, spec, strategy, block, panel, calendar.periods_per_year,
-                                           bench, ended, cancel=cancel)
+                                           bench, ended, cancel=cancel, n_blocks=overfitting_blocks(spec))
+        blocks, block_n, totals = _statistics_sums(values.pop(BLOCKS_KEY, None))
         t2 = time.perf_counter()
         table = portfolio_table(p.start, p.stop, block, values, wanted)
     else:
-        values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, need_series,
+        values, n_chunks = engine.sweep(spec, strategy, grid, panel, calendar.periods_per_year, wanted,
                                         bench, cancel=cancel, n_blocks=overfitting_blocks(spec))
-        blocks = values.pop(BLOCKS_KEY, None)
-        if blocks is not None:  # keep what the statistics read: 2 of the 7 sums per block
-            block_n = blocks[0, :, 0].copy() if len(blocks) else np.zeros(blocks.shape[1])
-            totals = blocks[:, :, :5].sum(axis=1)
-            blocks = np.ascontiguousarray(blocks[:, :, 1:3])
+        blocks, block_n, totals = _statistics_sums(values.pop(BLOCKS_KEY, None))
         t2 = time.perf_counter()
         table = column_table(symbols, task.partition.start, grid, values, wanted)
     top = top_n(table, spec.output.rank_by, n_top)
@@ -145,7 +141,18 @@ def partition_stage(task: PartitionTask, calendar: Calendar, artifact: str | Non
         seconds={"load": t1 - t0, "compute": t2 - t1, "write": t3 - t2},
         table=None if artifact is not None else table, piece=piece, notes=notes,
         blocks=blocks, block_n=block_n, totals=totals,
-        column_start=task.partition.start * (len(next(iter(grid.values()))) if grid else 1))
+        column_start=task.partition.start * (1 if task.mode == MODE_PORTFOLIO else  # portfolio: combinations
+                                             len(next(iter(grid.values()))) if grid else 1))
+
+
+def _statistics_sums(blocks: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
+    """What the overfitting statistics keep of the per-block sums (C, S, ≥ 5: n, Σr … Σr⁴ first):
+    Σr and Σr² per block (C, S, 2), the returns per block (S,), the whole run's n, Σr … Σr⁴ (C, 5)."""
+    if blocks is None:
+        return None, None, None
+    block_n = blocks[0, :, 0].copy() if len(blocks) else np.zeros(blocks.shape[1])
+    totals = blocks[:, :, :5].sum(axis=1)
+    return np.ascontiguousarray(blocks[:, :, 1:3]), block_n, totals
 
 
 def overfitting_blocks(spec: Any) -> int:

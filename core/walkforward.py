@@ -64,12 +64,11 @@ def train_stage(task: PartitionTask, calendar: Calendar, fold: Fold, ctx: Contex
     strategy = ctx.strategy(task.strategy.name, task.spec.get("strategy"))
     panel, bench = _bars(task, calendar, loader)
     wanted = list(dict.fromkeys([*wanted_metrics(spec), "total_return"]))  # total_return: the efficiency's
-    need_series = any(m in M.SERIES_METRICS for m in wanted)
     grid = {k: np.asarray(v) for k, v in task.grid.items()}
     k = task.n_combinations
     values, _ = Engine(ctx.settings, ctx.backend).sweep(
         spec, strategy, grid, window_panel(panel, fold.train_start, fold.train_stop), calendar.periods_per_year,
-        need_series, _window_bench(bench, fold.train_start, fold.train_stop))
+        wanted, _window_bench(bench, fold.train_start, fold.train_stop))
     n_s = len(task.symbols)
     return {"fold": fold.index, "start": task.partition.start, "ran_on": ctx.describe(),
             "metrics": {m: values.get(m, np.full(n_s * k, np.nan)).reshape(n_s, k) for m in wanted}}

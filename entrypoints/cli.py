@@ -283,9 +283,39 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+class FetchProgress:
+    """A fetch's progress in symbols as a bar on ``stream`` (default stderr) when it is a terminal;
+    silent otherwise. Callable as `MarketDataService.fetch`'s ``progress(done, total)``."""
+
+    def __init__(self, stream: Any = None, mininterval: float = 0.1) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.mininterval = mininterval
+        self.bar: Any = None
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(callable(isatty) and isatty())
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.tty:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=self.stream, leave=False, dynamic_ncols=True, unit="symbol", miniters=1,
+                            mininterval=self.mininterval, desc="fetching")
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    entries = _data_service().fetch(args.source, args.symbols, args.start, args.end, args.frequency,
-                                    adjusted=not args.raw)
+    bar = FetchProgress()
+    try:
+        entries = _data_service().fetch(args.source, args.symbols, args.start, args.end, args.frequency,
+                                        adjusted=not args.raw, progress=bar if bar.tty else None)
+    finally:
+        bar.close()
     _print_entries(entries, args.json)
     return 0
 

@@ -94,6 +94,13 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
             assert op["summary"] and op["responses"], where
             for name in re.findall(r"{(\w+)}", path):
                 assert any(p["name"] == name and p["in"] == "path" for p in op["parameters"]), where
+            if path == "/ui" or path.startswith("/ui/"):  # console pages: HTML answers, a redirect to log in
+                assert op["tags"] == ["console"] and op["security"] in ([], [{"ApiKey": []}, {"ConsoleSession": []}])
+                assert [c for c in op["responses"] if c[0] in "23"], where
+                for code, resp in op["responses"].items():
+                    want = {"text/plain"} if code == "303" else {"text/html"}
+                    assert resp["description"] and set(resp["content"]) == want, (where, code)
+                continue
             ok = [code for code in op["responses"] if code.startswith("2")]
             assert len(ok) == 1, where
             secured = op.get("security") != []
@@ -122,7 +129,13 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
               ("POST", "/strategies"): {"400", "401", "408", "409", "415", "422"},
               ("GET", "/strategies/{name}"): {"400", "401", "404", "422"},
               ("PUT", "/strategies/{name}"): {"400", "401", "404", "408", "409", "415", "422"},
-              ("DELETE", "/strategies/{name}"): {"401", "404", "422"}}
+              ("DELETE", "/strategies/{name}"): {"401", "404", "422"},
+              ("GET", "/ui"): {"303"},
+              ("GET", "/ui/new"): {"303"},
+              ("POST", "/ui/new"): {"303", "403", "422", "503"},
+              ("GET", "/ui/login"): {"303"},
+              ("POST", "/ui/login"): {"303", "401", "403"},
+              ("POST", "/ui/logout"): {"303", "403"}}
     for (method, path), codes in expect.items():
         got = {c for c in doc["paths"][path][method.lower()]["responses"] if not c.startswith("2")}
         assert got == codes, (method, path, got)
@@ -130,6 +143,8 @@ def test_every_route_is_documented_with_its_answers(tmp_path: Path) -> None:
     assert set(results) == {"application/json", "text/csv", "application/vnd.apache.parquet"}
     assert set(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     assert set(doc["paths"]["/docs"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+    for path in ("/backtest/{job_id}/report", "/backtest/{job_id}/columns/{n}/report"):  # the key or the cookie
+        assert doc["paths"][path]["get"]["security"] == [{"ApiKey": []}, {"ConsoleSession": []}]
 
 
 @pytest.mark.parametrize("model", S.MODELS, ids=lambda m: m.__name__)

@@ -146,3 +146,40 @@ def test_compiled_passes_equal_numpy_passes(seed, n_blocks):
     assert got.pop("logit_quantiles") == pytest.approx(want.pop("logit_quantiles"), abs=0.05)
     assert got.pop("logit_mean") == pytest.approx(want.pop("logit_mean"), abs=1e-3)
     assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def _block_means(r: np.ndarray, n_blocks: int) -> np.ndarray:
+    return np.stack([b.mean(axis=0) for b in np.array_split(r, n_blocks, axis=0)], axis=1)  # (C, S)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mean_pairwise_correlation_equals_numpy_corrcoef(seed):
+    rng = np.random.default_rng(seed)
+    common = rng.normal(0, 0.01, size=(640, 1))
+    r = common * rng.uniform(-1, 2, size=12) + rng.normal(0, 0.01, size=(640, 12))
+    blocks = of.block_sums_from_returns(r, 16)
+    # three partitions, merged
+    parts = [of.correlation_sums(blocks[a:b, :, 1], blocks[0, :, 0]) for a, b in [(0, 3), (3, 8), (8, 12)]]
+    rho = of.mean_pairwise_correlation(of.merge_correlation_sums(parts))
+    cc = np.corrcoef(_block_means(r, 16))
+    want = cc[np.triu_indices(12, 1)].mean()
+    assert rho == pytest.approx(want, abs=1e-12)
+
+
+def test_effective_trials_between_one_and_n():
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 0.01, size=(1600, 200))
+    blocks = of.block_sums_from_returns(noise, 16)
+    rho = of.mean_pairwise_correlation(of.correlation_sums(blocks[:, :, 1], blocks[0, :, 0]))
+    # independent trials: mean correlation ~ 0 (each pair's estimate over 16 blocks has sd ~ 0.26,
+    # the mean of 19,900 pairs ~ 0.01), N_eff ~ N
+    assert abs(rho) < 0.03
+    assert of.effective_trials(200, rho) == pytest.approx(200, rel=0.03)
+    # 200 near-copies of one series: N_eff ~ 1
+    one = rng.normal(0, 0.01, size=(1600, 1)) + rng.normal(0, 1e-5, size=(1600, 200))
+    blocks = of.block_sums_from_returns(one, 16)
+    rho = of.mean_pairwise_correlation(of.correlation_sums(blocks[:, :, 1], blocks[0, :, 0]))
+    assert rho > 0.99
+    assert 1.0 <= of.effective_trials(200, rho) < 3.0
+    assert of.effective_trials(200, -0.5) == 200.0  # kept within [1, N]
+    assert math.isnan(of.mean_pairwise_correlation({"z_sum": np.zeros(4), "z_n": 1}))

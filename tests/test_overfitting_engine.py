@@ -1,5 +1,5 @@
 """info.overfitting of a sweep (issue 16): equal to an independent computation from the columns' equity curves,
-the same whatever the partitioning and on a Dask cluster, absent when output.overfitting is null."""
+the same whatever the partitioning and on a Dask cluster, on by default, absent when output.overfitting is null."""
 
 from __future__ import annotations
 
@@ -60,6 +60,15 @@ def test_matches_independent_computation_from_equity_curves(run):
     for k in ("pbo", "logit_mean", "slope", "intercept", "prob_oos_loss"):
         assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), k
     assert got["logit_quantiles"] == pytest.approx(want["logit_quantiles"], rel=1e-6)
+    # the effective number of trials: mean pairwise correlation of the per-block mean returns
+    b = of.block_sums_from_returns(r, 8)
+    cc = np.corrcoef(b[:, :, 1] / b[:, :, 0])
+    rho = cc[np.triu_indices(128, 1)].mean()
+    eff = info["effective_trials"]
+    assert eff["mean_correlation"] == pytest.approx(rho, rel=1e-6, abs=1e-9)
+    assert eff["n"] == pytest.approx(rho + (1 - rho) * 128, rel=1e-6)
+    assert 1 <= eff["n"] <= 128
+    assert eff["dsr"] >= info["dsr"]  # fewer effective trials deflate less
 
 
 def test_same_over_many_partitions_and_on_dask(run):
@@ -87,11 +96,35 @@ def _same(a, b):
             assert v == b[k], k
 
 
-def test_off_by_default_and_sixteen_blocks_when_asked():
+def test_on_by_default_with_sixteen_blocks_and_off_when_null():
     off = run_backtest({**SPEC, "output": {"top_k": 1, "overfitting": None}}, data=DATA, backend="cpu")
     assert off.info["overfitting"] is None
     default = run_backtest({**SPEC, "output": {"top_k": 1}}, data=DATA, backend="cpu")
-    assert default.info["overfitting"] is None
+    assert default.info["overfitting"]["blocks"] == 16
+    assert default.info["overfitting"]["cscv"]["n_splits"] == 12870
     on = run_backtest({**SPEC, "output": {"top_k": 1, "overfitting": {}}}, data=DATA, backend="cpu")
-    assert on.info["overfitting"]["blocks"] == 16
-    assert on.info["overfitting"]["cscv"]["n_splits"] == 12870
+    assert on.info["overfitting"] == default.info["overfitting"]
+
+
+def test_portfolio_sweep_has_the_same_statistics_from_its_equity_curves():
+    data = gbm_panel_frame(12, 500, seed=9)
+    spec = {"strategy": "xs_momentum", "params": {"lookback": [10, 20, 40, 60], "skip": [0, 5], "top_n": [3, 5]},
+            "portfolio": {"rebalance": "1w"}, "costs": {"fees": 0.0005},
+            "output": {"top_k": 16, "trades": False, "overfitting": {"blocks": 8}}}
+    run = run_backtest(spec, data=data, backend="cpu")
+    info = run.info["overfitting"]
+    assert info["n_trials"] == 16 and info["blocks"] == 8
+    cols = [d["column"] for d in run.details]
+    assert info["best_column"] == cols[0]
+    r = np.column_stack([_returns(d, 100_000.0) for d in run.details])
+    x = r[:, 0]
+    assert info["sharpe"] == pytest.approx(x.mean() / x.std(ddof=1), rel=1e-7)
+    order = np.argsort(cols)
+    want = of.cscv(of.block_sums_from_returns(r[:, order], 8))
+    assert info["cscv"]["pbo"] == pytest.approx(want["pbo"], abs=1e-12)
+    assert info["cscv"]["slope"] == pytest.approx(want["slope"], rel=1e-6)
+    # partitions of the combinations give the same statistics
+    # (a combination's weights: ~100 weekly rows × 12 symbols; 4 combinations per partition)
+    many = run_backtest(spec, data=data, backend="cpu", settings=Settings(partition_cells=4 * 100 * 12))
+    assert many.info["partitions"] >= 2
+    _same(many.info["overfitting"], info)

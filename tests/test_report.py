@@ -10,13 +10,14 @@ import contextlib
 import html
 import io
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from browser import ARTIFACTS
+from browser import chromium_path as _chromium
 
 from gpu_backtest.api import run_backtest
 from gpu_backtest.core.backend import select_backend
@@ -26,7 +27,6 @@ from gpu_backtest.core.report import benchmark_curve, build_report, drawdown, mo
 from gpu_backtest.plugins.manager import default_registry
 from gpu_backtest.web.app import create_app
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SYMBOLS = ["SYN001", "SYN002", "SYN003"]
 SWEEP = {"strategy": "sma_crossover", "symbols": SYMBOLS, "start": "2016-01-01",
          "params": {"fast": [5, 10, 15], "slow": [30, 40, 50, 60]}, "output": {"top_k": 3},
@@ -176,10 +176,6 @@ def test_cli_writes_the_report(tmp_path: Path, data_dir: Path, monkeypatch: pyte
 
 
 # --------------------------------------------------------------------------- in Chromium
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 async def _served(url: str) -> tuple[list[str], dict[str, int]]:

@@ -1,6 +1,6 @@
 """Walk-forward through the API (a job on the Dask cluster: the fold stages run as cluster tasks;
 info.walk_forward in the compact and full documents; 422s naming ``validation``) and the CLI
-(a fold table; exit 2 naming the field)."""
+(a fold table; exit 2 naming the field); too few bars refused at submit where the catalog tells."""
 
 from __future__ import annotations
 
@@ -56,7 +56,15 @@ async def test_walk_forward_errors(client: CheckedClient) -> None:
     err = await error_of(await client.post("/backtest", json={**SPEC, "strategy": "xs_momentum", "params": {}}), 422,
                          "invalid_spec")
     assert err["details"]["field"] == "validation"
-    few = await submit(client, {**SPEC, "validation": {"train": "2y", "test": "1y"}})
+    # too few bars, seen at submit from the catalog: the range holds less than train + test
+    err = await error_of(await client.post("/backtest", json={**SPEC, "validation": {"train": "2y", "test": "1y"}}),
+                         422, "invalid_spec")
+    assert err["details"]["field"] == "validation" and "too few bars" in err["message"]
+    err = await error_of(await client.post("/backtest", json={**SPEC, "validation": {"train": 700, "test": 100}}),
+                         422, "invalid_spec")
+    assert err["details"]["field"] == "validation" and "at most 731 bars" in err["message"]
+    # what only the real bars can tell (2 years of business days: ~522 bars < 600) fails the job, naming the field
+    few = await submit(client, {**SPEC, "validation": {"train": 500, "test": 100}})
     doc = await wait_job(client, few["job_id"])
     assert doc["status"] == "failed" and doc["error"]["code"] == "invalid_spec"
     assert doc["error"]["details"]["field"] == "validation"

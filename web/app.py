@@ -32,6 +32,7 @@ from . import explorer, uploads
 from . import handlers as h
 from . import keys as K
 from .accesslog import access_log_middleware
+from .console import console_access, console_middleware, setup_console
 from .jobwatch import FinishWatch
 from .metrics import ServiceMetrics
 from .middlewares import (
@@ -75,7 +76,9 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         client_max_size=MAX_JSON_BODY,
         middlewares=[request_id_middleware, access_log_middleware(metrics), cors_middleware(settings.cors_origins),
                      error_middleware,
-                     auth_middleware(settings.api_key, settings.api_key_required, settings.public_docs)],
+                     auth_middleware(settings.api_key, settings.api_key_required, settings.public_docs,
+                                     console_access),
+                     console_middleware],
     )
     app.on_response_prepare.append(request_id_header)
     if settings.cors_origins:
@@ -181,4 +184,5 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
     app.router.add_get("/openapi.json", explorer.openapi_json)
     app.router.add_get("/docs", explorer.docs)
     app.router.add_get("/docs/{file}", explorer.docs_file)
+    setup_console(app)  # /ui: the web console (web/console.py)
     return app

@@ -83,13 +83,18 @@ def is_public(path: str, public_docs: bool) -> bool:
     return path in PUBLIC_PATHS or (public_docs and (path in DOCS_PATHS or path.startswith("/docs/")))
 
 
-def auth_middleware(api_key: str | None, required: bool, public_docs: bool = False) -> Callable[..., Any]:
+def auth_middleware(api_key: str | None, required: bool, public_docs: bool = False,
+                    console: Callable[[web.Request], str | None] | None = None) -> Callable[..., Any]:
     """X-API-Key on every path but /health (and, with ``public_docs``, /docs, /docs/… and /openapi.json)
-    when ``required``; constant-time comparison on bytes."""
+    when ``required``; constant-time comparison on bytes. ``console(request)``: "console" for the web
+    console's pages (its own middleware guards them, web/console.py), "session" for a report route
+    opened by a logged-in console session cookie, else None (the key is needed)."""
     expected = (api_key or "").encode("utf-8")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if required and console is not None and console(request) is not None:
+            return await handler(request)
         if required and not is_public(request.path, public_docs):
             given = request.headers.get("X-API-Key", "").encode("utf-8", "surrogateescape")
             if not given or not hmac.compare_digest(given, expected):

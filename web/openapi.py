@@ -99,6 +99,36 @@ def _html(desc: str) -> dict[str, Any]:
     return {"description": desc, "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
+def _html_page(desc: str) -> dict[str, Any]:
+    """A console page (text/html): its answers and refusals alike."""
+    return {"description": desc, "headers": REQUEST_ID_HEADER, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _see_other(desc: str) -> dict[str, Any]:
+    return {"description": desc, "headers": {**REQUEST_ID_HEADER, "Location": {
+        "description": "where to go", "schema": {"type": "string"}}},
+        "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+CONSOLE_SECURITY = [{"ApiKey": []}, {"ConsoleSession": []}]  # the key, or a console login's session cookie
+CONSOLE_FORM = {"csrf": {"type": "string", "description": "the session's CSRF token (in every form the console "
+                                                          "serves); 403 without it"}}
+
+
+def _console_op(summary: str, responses: dict[str, Any], *, description: str, public: bool = False,
+                parameters: list[dict[str, Any]] | None = None,
+                form: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A web console page (web/console.py): HTML answers; without a login, a redirect to /ui/login."""
+    if not public:
+        responses = {**responses, "303": responses.get("303") or _see_other("not logged in: to /ui/login")}
+    op = _op(summary, responses, parameters=parameters, secured=False, description=description, tag="console")
+    op["security"] = [] if public else CONSOLE_SECURITY
+    if form is not None:
+        op["requestBody"] = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "required": ["csrf"], "properties": {**CONSOLE_FORM, **form}}}}}
+    return op
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     out = {}
     for c in codes:
@@ -133,7 +163,7 @@ def _page(max_limit: int, default: int) -> list[dict[str, Any]]:
 
 def _op(summary: str, responses: dict[str, Any], *, parameters: list[dict[str, Any]] | None = None,
         secured: bool = True, body: dict[str, Any] | None = None, description: str | None = None,
-        tag: str | None = None) -> dict[str, Any]:
+        tag: str | None = None, security: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "operationId": "", "responses": responses}
     if description:
         op["description"] = description
@@ -145,6 +175,8 @@ def _op(summary: str, responses: dict[str, Any], *, parameters: list[dict[str, A
         op["requestBody"] = body
     if secured:
         op["responses"] = {**responses, **_errors(401)}
+        if security is not None:
+            op["security"] = security
     else:
         op["security"] = []
     return op
@@ -254,11 +286,13 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                         "metrics, equity and drawdown, monthly returns, rolling Sharpe, trades; for sweeps the "
                         "parameter heat-maps, the distribution of rank_by over every column and the top rows "
                         "linking to each column's report. 409 until the job has succeeded.",
-            parameters=[JOB_ID], responses={"200": _html("the report"), **_errors(404, 409)})},
+            parameters=[JOB_ID], responses={"200": _html("the report"), **_errors(404, 409)},
+            security=CONSOLE_SECURITY)},
         "/backtest/{job_id}/columns/{n}/report": {"get": _op(
             "One column's HTML report", tag="backtests",
             description="The report of column n, computed on demand as GET /backtest/{job_id}/columns/{n}.",
-            parameters=[JOB_ID, COLUMN], responses={"200": _html("the column's report"), **_errors(404, 409, 422)})},
+            parameters=[JOB_ID, COLUMN], responses={"200": _html("the column's report"), **_errors(404, 409, 422)},
+            security=CONSOLE_SECURITY)},
         "/strategies": {
             "get": _op("Strategies and their parameters", tag="catalogue",
                        description="Built-ins, plugins and saved strategies (with their versions).",
@@ -326,6 +360,42 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                                  "description": "the series have ended (delisted): mark them ended at their "
                                                 "last bar (case-insensitive)"}}}}}},
             responses={"201": _json("stored", S.UploadResult), **_errors(400, 404, 408, 413, 415, 422, 429, 507)})},
+        "/ui": {"get": _console_op(
+            "The web console: the jobs", description="Server-rendered (docs/ui.md): the newest jobs with status, "
+            "progress (the page reloads itself while one runs) and links to each report and JSON document.",
+            parameters=[_query("status", {"type": "string", "enum": list(STATUSES)}, "only jobs of this status"),
+                        _query("offset", {"type": "integer", "minimum": 0}, "jobs to skip (pages of 50)")],
+            responses={"200": _html_page("the jobs page")})},
+        "/ui/new": {
+            "get": _console_op(
+                "The web console: the job form", description="A form built from the strategy's parameter schema "
+                "(GET /strategies): parameter values, lists or ranges, symbols, dates, fees, rank_by.",
+                parameters=[_query("strategy", {"type": "string"}, "the strategy whose form to show")],
+                responses={"200": _html_page("the form")}),
+            "post": _console_op(
+                "The web console: submit a job", description="The form as a spec, submitted through the same "
+                "path as POST /backtest: a redirect to /ui, or the form again with the refusal's message and "
+                "status (the 4xx POST /backtest would answer; 403 without the CSRF token).",
+                form={"strategy": {"type": "string"}, "symbols": {"type": "string"}, "start": {"type": "string"},
+                      "end": {"type": "string"}, "fees": {"type": "string"}, "rank_by": {"type": "string"}},
+                responses={"303": _see_other("submitted (to /ui), or not logged in (to /ui/login)"),
+                           "403": _html_page("no or a wrong CSRF token"), "422": _html_page("the spec is refused"),
+                           "503": _html_page("the server is shutting down")})},
+        "/ui/login": {
+            "get": _console_op("The web console: the key form", public=True,
+                               description="Asks the API key once (a redirect to /ui when none is configured "
+                                           "or the session is logged in already).",
+                               responses={"200": _html_page("the form"), "303": _see_other("to /ui")}),
+            "post": _console_op(
+                "The web console: log in", public=True,
+                description="Checks the key; sets a new SameSite=Strict, HttpOnly session cookie (Secure over "
+                            "https) that opens the console and the HTML reports only, and redirects to /ui.",
+                form={"key": {"type": "string", "description": "the API key"}},
+                responses={"303": _see_other("logged in: to /ui"), "401": _html_page("not the API key"),
+                           "403": _html_page("no or a wrong CSRF token")})},
+        "/ui/logout": {"post": _console_op(
+            "The web console: log out", description="Refuses the session from now on and clears its cookie.",
+            form={}, responses={"303": _see_other("to /ui/login"), "403": _html_page("no or a wrong CSRF token")})},
         "/health": {"get": _op("Liveness (no key needed)", tag="service", secured=False,
                                responses={"200": _json("alive", S.Health)})},
         "/metrics": {"get": _op("Prometheus metrics", tag="service", responses={"200": {
@@ -359,9 +429,14 @@ def openapi_document(*, public_docs: bool = False) -> dict[str, Any]:
                  "description": "Backtests and parameter sweeps on GPUs and CPUs. Every error is "
                                 "`{\"error\": {\"code\", \"message\", \"details\"}, \"request_id\"}`; "
                                 "with API_KEY_REQUIRED every endpoint but /health needs `X-API-Key`."},
-        "tags": [{"name": "backtests"}, {"name": "catalogue"}, {"name": "data"}, {"name": "service"}],
+        "tags": [{"name": "backtests"}, {"name": "catalogue"}, {"name": "data"}, {"name": "service"},
+                 {"name": "console"}],
         "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "ConsoleSession": {"type": "apiKey", "in": "cookie", "name": "gbt_console",
+                                                   "description": "the web console's session cookie (POST "
+                                                                  "/ui/login): the console and the HTML reports "
+                                                                  "only, never the JSON API (docs/ui.md)"}},
             "schemas": components,
         },
         "security": [{"ApiKey": []}],

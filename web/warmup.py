@@ -1,7 +1,7 @@
 """The server's background warm-up at start (`core/warmup.py` says what it compiles and why).
 
 `ServerWarmup.start` (first thing at start-up) spawns the helper process
-``python -m gpu_backtest.core.warmup`` (at a lower CPU priority);
+``python -m gpu_backtest.core.warmup`` (after its first part at a lower CPU priority);
 `ServerWarmup.attach` (once the cluster is up) registers the worker plugin on it
 (`cluster/warmup.py`: the numba cache directory on every worker, and its own warm-up thread)
 and starts a task that waits for the helper and the workers, then logs
@@ -26,7 +26,6 @@ from ..core.warmup import HELPER_ORDER
 
 log = logging.getLogger(__name__)
 
-HELPER_NICE = 5  # the helper yields some CPU to the server and to jobs
 
 
 class ServerWarmup:
@@ -47,8 +46,7 @@ class ServerWarmup:
         self.t0 = time.perf_counter()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gpu_backtest.core.warmup", "--nice", str(HELPER_NICE),
-                "--parts", ",".join(HELPER_ORDER),
+                sys.executable, "-m", "gpu_backtest.core.warmup", "--parts", ",".join(HELPER_ORDER),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             log.warning("warm-up helper not started: %s", exc)

@@ -11,7 +11,7 @@ from numba import njit, prange, types
 
 from ..jitcache import compile_lock, drop_stale_builds
 from .kernel import simulate_column
-from .layout import I_N_BLOCKS, N_ACC, N_BLOCK_ACC
+from .layout import I_N_BLOCKS, I_N_TAIL, N_ACC, N_BLOCK_ACC
 
 _LAUNCH_LOCK = threading.Lock()
 _column = njit(nogil=True, cache=True)(simulate_column)
@@ -20,12 +20,12 @@ _column = njit(nogil=True, cache=True)(simulate_column)
 @njit(parallel=True, nogil=True, cache=True)
 def _simulate_all(
     open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-    fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
+    fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
 ):  # pragma: no cover - compiled
     for c in prange(sym.shape[0]):
         _column(  # np.int64: the same signature at typing and in the parallel loop (one compile, not two)
             np.int64(c), open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
+            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
         )
 
 
@@ -57,6 +57,7 @@ SIGNATURE = (
     _array(_F8, 2), _array(_F8, 2),                # returns_out, equity_out
     _array(_F8, 3), _array(_I8, 1),                # trades_out, ntrades_out
     _array(_F8, 3),                                # blocks_out
+    _array(_F8, 3),                                # tails_out
 )
 _COMPILE_LOCK = threading.Lock()
 
@@ -90,27 +91,30 @@ def simulate(
     trades_out: np.ndarray,
     ntrades_out: np.ndarray,
     blocks_out: np.ndarray | None = None,
+    tails_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run every column on the CPU; returns the (C, N_ACC) accumulator array.
 
     See `kernel.simulate_column` for the shapes; the output buffers are filled in place.
-    ``blocks_out`` (C, B, N_BLOCK_ACC) is needed when ``iopts[I_N_BLOCKS]`` = B > 0.
+    ``blocks_out`` (C, B, N_BLOCK_ACC) is needed when ``iopts[I_N_BLOCKS]`` = B > 0,
+    ``tails_out`` (C, 2, m) when ``iopts[I_N_TAIL]`` = m > 0.
     """
     blocks_out = _blocks_buffer(np, sym, iopts, blocks_out)
+    tails_out = tails_buffer(np, sym, int(iopts[I_N_TAIL]), tails_out)
     acc = np.empty((sym.shape[0], N_ACC), dtype=np.float64)
-    # One parallel launch at a time per process: prange already uses every core, and numba's
-    # workqueue threading layer (used when neither OpenMP nor TBB is available) is not safe for
-    # launches from several threads at once (Dask worker threads, the server's job threads).
     f8, b1 = np.float64, np.bool_
     open_, high, low, close = (np.asarray(a, dtype=f8) for a in (open_, high, low, close))
     entries, exits, short_entries, short_exits = (np.asarray(a, dtype=b1)
                                                   for a in (entries, exits, short_entries, short_exits))
     sym, fopts, iopts = np.asarray(sym, dtype=np.int64), np.asarray(fopts, dtype=f8), np.asarray(iopts, dtype=np.int64)
     kernel = _kernel()
+    # One parallel launch at a time per process: prange already uses every core, and numba's
+    # workqueue threading layer (used when neither OpenMP nor TBB is available) is not safe for
+    # launches from several threads at once (Dask worker threads, the server's job threads).
     with _LAUNCH_LOCK:
         kernel(
             open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
+            fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
         )
     return acc
 
@@ -124,3 +128,13 @@ def _blocks_buffer(xp: Any, sym: Any, iopts: Any, blocks_out: Any) -> Any:
     if blocks_out is None or tuple(blocks_out.shape) != want:
         raise ValueError(f"iopts asks for {n_blocks} blocks: blocks_out must have shape {want}")
     return blocks_out
+
+
+def tails_buffer(xp: Any, sym: Any, n_tail: int, tails_out: Any) -> Any:
+    """``tails_out`` checked against ``n_tail`` (``iopts[I_N_TAIL]``), or the (1, 1, 1) dummy when off."""
+    if n_tail <= 0:
+        return xp.zeros((1, 1, 1), dtype=xp.float64) if tails_out is None else tails_out
+    want = (int(sym.shape[0]), 2, n_tail)
+    if tails_out is None or tuple(tails_out.shape) != want:
+        raise ValueError(f"iopts asks for {n_tail} tail values: tails_out must have shape {want}")
+    return tails_out

@@ -29,13 +29,13 @@ def _kernel() -> Any:
     @cuda.jit
     def simulate_all(
         open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
+        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
     ):  # pragma: no cover - compiled
         c = cuda.grid(1)
         if c < sym.shape[0]:
             column(
                 c, open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-                fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
+                fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
             )
 
     return simulate_all
@@ -61,14 +61,20 @@ def simulate(
     acc: Any = None,
     blocks_out: Any = None,
     n_blocks: int = 0,
+    tails_out: Any = None,
+    n_tail: int = 0,
 ) -> Any:
     """Launch one thread per column; returns the (C, N_ACC) accumulator array on the device.
 
     ``xp`` is the array module the inputs live in (CuPy on a GPU, numpy under the simulator).
     ``acc`` may be passed pre-filled (tests poison it with NaN to catch unwritten slots).
     ``blocks_out`` (C, B, N_BLOCK_ACC) is needed when ``n_blocks`` = B > 0, which must equal
-    ``iopts[I_N_BLOCKS]`` (passed separately so a device-side iopts is never read back).
+    ``iopts[I_N_BLOCKS]`` (passed separately so a device-side iopts is never read back); likewise
+    ``tails_out`` (C, 2, m) when ``n_tail`` = m > 0 (``iopts[I_N_TAIL]``).
     """
+    from .cpu import tails_buffer
+
+    tails_out = tails_buffer(xp, sym, n_tail, tails_out)
     if n_blocks <= 0:
         blocks_out = xp.zeros((1, 1, 1), dtype=xp.float64) if blocks_out is None else blocks_out
     elif blocks_out is None or tuple(blocks_out.shape) != (int(sym.shape[0]), n_blocks, N_BLOCK_ACC):
@@ -81,6 +87,6 @@ def simulate(
     blocks = (n_cols + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     _kernel()[blocks, THREADS_PER_BLOCK](
         open_, high, low, close, sym, entries, exits, short_entries, short_exits,
-        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out,
+        fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
     )
     return acc

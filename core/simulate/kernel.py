@@ -49,6 +49,7 @@ from .layout import (
     I_FILL,
     I_FRACTIONAL,
     I_N_BLOCKS,
+    I_N_TAIL,
     I_RECORD,
     I_SIZE_TYPE,
     I_WANT_RETURNS,
@@ -109,6 +110,7 @@ def simulate_column(
     trades_out,
     ntrades_out,
     blocks_out,
+    tails_out,
 ):
     """Simulate column ``c`` over all bars; write its accumulators (and records) in place.
 
@@ -167,6 +169,8 @@ def simulate_column(
 
     stats = trade_stats_new()
     n_trades = 0
+
+    n_tail = iopts[I_N_TAIL]
 
     # per-block sums, kept in registers and stored once per block
     n_blocks = iopts[I_N_BLOCKS]
@@ -390,6 +394,35 @@ def simulate_column(
             exposure += 1
         if want_returns:
             returns_out[t, c] = r
+        if n_tail > 0:
+            # side 0 keeps the n_tail smallest r, side 1 the n_tail smallest -r (the largest r), each a
+            # max-heap: fill, then a value below the root replaces it and sifts down
+            for side in range(2):
+                v = r if side == 0 else -r
+                if n_ret <= n_tail:
+                    i = n_ret - 1
+                    while i > 0:
+                        p = (i - 1) // 2
+                        if tails_out[c, side, p] < v:
+                            tails_out[c, side, i] = tails_out[c, side, p]
+                            i = p
+                        else:
+                            break
+                    tails_out[c, side, i] = v
+                elif v < tails_out[c, side, 0]:
+                    i = 0
+                    while True:
+                        j = 2 * i + 1
+                        if j >= n_tail:
+                            break
+                        if j + 1 < n_tail and tails_out[c, side, j + 1] > tails_out[c, side, j]:
+                            j += 1
+                        if tails_out[c, side, j] > v:
+                            tails_out[c, side, i] = tails_out[c, side, j]
+                            i = j
+                        else:
+                            break
+                    tails_out[c, side, i] = v
         if n_blocks > 0:
             r2 = r * r
             b_n += 1.0

@@ -25,7 +25,8 @@ I_FRACTIONAL = 3    # 1 = fractional units, 0 = whole units
 I_WANT_RETURNS = 4  # 1 = write per-bar returns into returns_out[:, c]
 I_RECORD = 5        # 1 = write equity_out[:, c] and trade records
 I_N_BLOCKS = 6      # B > 0 = write per-block sums into blocks_out[c, b, :]; 0 = off
-N_IOPTS = 7
+I_N_TAIL = 7        # m > 0 = keep the m smallest and m largest returns in tails_out[c, 0|1, :]; 0 = off
+N_IOPTS = 8
 
 FILL_CLOSE = 0
 FILL_NEXT_OPEN = 1

@@ -31,6 +31,7 @@ from .layout import (
     I_FILL,
     I_FRACTIONAL,
     I_N_BLOCKS,
+    I_N_TAIL,
     I_RECORD,
     I_SIZE_TYPE,
     I_WANT_RETURNS,
@@ -66,6 +67,7 @@ class SimOptions:
     want_returns: bool = False   # write per-bar returns into returns_out
     record: bool = False         # write equity_out and trade records
     n_blocks: int = 0            # B > 0: per-block sums into blocks_out (C, B, N_BLOCK_ACC); 0 = off
+    n_tail: int = 0              # m > 0: the m smallest / largest returns into tails_out (C, 2, m); 0 = off
 
     def __post_init__(self) -> None:
         for name, choices in (("fill", FILLS), ("direction", DIRECTIONS), ("size_type", SIZE_TYPES)):
@@ -93,4 +95,5 @@ class SimOptions:
         iopts[I_WANT_RETURNS] = int(bool(self.want_returns))
         iopts[I_RECORD] = int(bool(self.record))
         iopts[I_N_BLOCKS] = int(self.n_blocks)
+        iopts[I_N_TAIL] = int(self.n_tail)
         return fopts, iopts
