@@ -109,7 +109,7 @@ def test_warmup_parts_run_in_process() -> None:
     seen: list[str] = []
     out = run_warmup(["sweep"], on_part=lambda part, s: seen.append(part))
     assert seen == ["sweep"] and out["failed"] == {} and set(out["parts"]) == {"sweep"}
-    assert set(PARTS) >= {"sweep", "portfolio", "overfitting"}
+    assert set(PARTS) >= {"sweep", "cscv", "portfolio"}
 
 
 def _worker_cache_dirs(srv: ServerProcess) -> list[str]:
