@@ -11,13 +11,14 @@
   the build includes — the kernel's inlined helpers in other files. A kernel module calls it
   when it creates its dispatchers: when the digest of every source the build includes changed
   since the builds were written, the cached builds of those functions are deleted (numba then
-  compiles and writes them afresh).
+  compiles and writes them afresh). Builds for several Python versions live side by side
+  (numba names its files ``<module>.<function>-<line>.py311.nbi``, ``….py312.nbi``), and a
+  build written by another numba version is ignored by numba itself.
 - `compile_lock(dispatcher, tag)`: a file lock beside the cached builds, held while a process
   compiles (or loads) a kernel's first build, so that processes sharing the cache — the server's
   warm-up helper, its workers, several servers — compile a build once: the others wait, then
-  load it from the disk cache. Builds for several Python versions live side by side
-  (numba names its files ``<module>.<function>-<line>.py311.nbi``, ``….py312.nbi``), and a
-  build written by another numba version is ignored by numba itself.
+  load it from the disk cache. `FirstUse` holds it around a process's first call of code that
+  compiles several kernels (CSCV's passes), and never again in that process.
 """
 
 from __future__ import annotations
@@ -147,3 +148,38 @@ def compile_lock(dispatcher: Any, tag: str) -> Iterator[None]:
     finally:
         if fh is not None:
             fh.close()  # releases the lock
+
+
+class FirstUse:
+    """``with first_use:`` holds `compile_lock` (of ``dispatcher``'s cache, ``tag``) around this
+    process's first successful pass through the block, and nothing afterwards: processes sharing
+    a disk cache then compile the block's kernels once (the others wait and load them), while
+    later calls never wait for another process."""
+
+    def __init__(self, dispatcher: Any, tag: str) -> None:
+        import threading
+
+        self.dispatcher, self.tag = dispatcher, tag
+        self.done = False
+        self._lock = threading.Lock()
+        self._held: list[Any] = []
+
+    def __enter__(self) -> None:
+        if self.done:
+            return
+        self._lock.acquire()
+        if self.done:  # another thread finished the first pass while this one waited
+            self._lock.release()
+            return
+        ctx = compile_lock(self.dispatcher, self.tag)
+        ctx.__enter__()
+        self._held.append(ctx)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._held:
+            return
+        ctx = self._held.pop()
+        ctx.__exit__(None, None, None)
+        if exc_type is None:
+            self.done = True
+        self._lock.release()

@@ -24,6 +24,11 @@ import numpy as np
 
 from . import cscv_fast as cf
 from . import overfitting as of
+from .jitcache import FirstUse
+
+# a process's first pass 1 / pass 2 compiles (or loads) their kernels once per disk cache (core/jitcache.py)
+_FIRST_PASS1 = FirstUse(cf._pass1, "cscv-pass1")
+_FIRST_PASS2 = FirstUse(cf._pass2, "cscv-pass2")
 
 
 def _ids(out: Any) -> np.ndarray:
@@ -50,7 +55,8 @@ def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
                            "n_blocks": int(out.blocks.shape[1]),
                            "corr": of.correlation_sums(out.blocks[:, :, 0], out.block_n)}
     if _cscv_ok(out):
-        res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
+        with _FIRST_PASS1:
+            res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
     return res
 
 
@@ -74,7 +80,8 @@ def pass2(out: Any, merged: dict[str, Any] | None, best_column: int | None, risk
         return None
     res: dict[str, Any] = {"best_totals": None}
     if "best" in merged and _cscv_ok(out):
-        res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free)
+        with _FIRST_PASS2:
+            res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free)
     if best_column is not None:
         local = int(best_column) - int(out.column_start)
         if 0 <= local < out.blocks.shape[0]:

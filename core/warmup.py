@@ -13,9 +13,9 @@ server (``python -m gpu_backtest.core.warmup``, started first thing) and in each
 (`cluster/warmup.py`: a worker plugin, a thread). A worker begins with the simulation kernel (a
 first job's first stage), the helper with CSCV's passes (on by default, a first job's last):
 the two cores compile both at once. Then each loads the other's from the disk cache and goes on
-at a lower priority; the portfolio kernel is compiled once (`jitcache.compile_lock`: the other
-process waits and loads it). A job that arrives meanwhile runs as usual: a kernel call that
-needs a build being compiled waits for it (or, for CSCV in another process, compiles it too).
+at a lower priority; every kernel is compiled once per disk cache (`jitcache.compile_lock`: the
+other process waits and loads it). A job that arrives meanwhile runs as usual: a kernel call
+that needs a build being compiled waits for it, then loads it.
 ``GPU_BACKTEST_WARMUP=false`` turns it off.
 """
 
@@ -73,10 +73,10 @@ PARTS: dict[str, list[tuple[dict[str, Any], int]] | Callable[[], None]] = {
                     "portfolio": {"rebalance": "1m"}, "output": {"top_k": 1, "overfitting": None}}, 4)],
 }
 # A worker begins with the simulation kernel (a first job's first stage); the helper process, which
-# starts earlier, with CSCV (its last), so the two cores compile both at once; then the portfolio
-# kernel (compiled once: `jitcache.compile_lock`, the other process loads it). What a process
-# runs after its first part runs at a lower CPU priority, behind jobs.
-WORKER_ORDER = ("sweep", "portfolio")
+# starts earlier, with CSCV (its last), so the two cores compile both at once. Every kernel is
+# compiled once per disk cache (`jitcache.compile_lock`, `jitcache.FirstUse`): the other process
+# waits and loads it. What a process runs after its first part runs at a lower CPU priority.
+WORKER_ORDER = ("sweep", "cscv", "portfolio")
 HELPER_ORDER = ("cscv", "sweep", "portfolio")
 
 
