@@ -92,6 +92,11 @@ def start_cluster(settings: Settings, processes: bool = True, dashboard_address:
     (127.0.0.1:8787: this machine only)."""
     from distributed import Client, LocalCluster
 
+    from .warmup import WarmupPlugin
+
+    # a local cluster's workers start their warm-up as soon as they start (cluster/warmup.py); the
+    # server registers the same plugin on an external cluster once connected (web/warmup.py)
+    plugins = {WarmupPlugin(settings.warmup)}
     if dashboard_address is None:
         dashboard_address = settings.dashboard_address
 
@@ -104,13 +109,13 @@ def start_cluster(settings: Settings, processes: bool = True, dashboard_address:
 
             devices = os.environ.get("CUDA_VISIBLE_DEVICES") or str(settings.gpu_device)
             cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=devices, dashboard_address=dashboard_address,
-                                       device_memory_limit=settings.gpu_memory_limit)
+                                       device_memory_limit=settings.gpu_memory_limit, plugins=plugins)
             return ClusterHandle(Client(cluster), cluster, "local-cuda")
         except ImportError:
             log.warning("GPUs present but dask-cuda is not installed; using a CPU LocalCluster")
     cores = os.cpu_count() or 1
     cluster = LocalCluster(n_workers=n_workers or 1, threads_per_worker=max(1, min(cores, 4)),
-                           processes=processes, dashboard_address=dashboard_address)
+                           processes=processes, dashboard_address=dashboard_address, plugins=plugins)
     return ClusterHandle(Client(cluster), cluster, "local")
 
 
