@@ -1,7 +1,8 @@
 """The warm-up on the cluster's workers: a Dask worker plugin, and the server's wait for it.
 
-`WarmupPlugin` is registered by the server on its cluster (local or external; a worker that
-joins later gets it too). On each worker's start it
+`WarmupPlugin` is given to a local cluster's workers when they are created (`cluster/dask.py`:
+they start warming before the server says "serving on") and registered by the server on an
+external cluster once connected (a worker that joins later gets it too). On each worker's start it
 
 - points ``NUMBA_CACHE_DIR`` at ``<the worker's GPU_BACKTEST_DATA_DIR>/numba-cache`` when the
   worker has none (a local cluster's workers inherit the server's; `core/jitcache.py`);

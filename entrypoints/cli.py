@@ -452,6 +452,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    """Compile every kernel into the numba cache ``serve`` uses (``<data dir>/numba-cache`` unless
+    NUMBA_CACHE_DIR is set): run once after installing (an image build), the first server start
+    then finds them compiled."""
+    from ..core.config import Settings
+    from ..core.jitcache import configure_numba_cache
+
+    where = configure_numba_cache(Settings.from_env().data_dir)  # before the kernels are imported
+    from ..core.warmup import HELPER_ORDER, run_warmup
+
+    out = run_warmup(HELPER_ORDER)
+    print(f"kernels compiled into {where or 'numba default cache'} in {out['seconds']:.1f} s "
+          f"({', '.join(f'{k} {v:.1f} s' for k, v in out['parts'].items())})")
+    for part, error in out["failed"].items():
+        print(f"failed: {part}: {error}", file=sys.stderr)
+    return 1 if out["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-backtest", description="AlphaStrategyLab GPU Backtesting Server")
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG lines of gpu_backtest's own loggers")
@@ -533,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--dashboard", default=None,
                     help="Dask dashboard address (default GPU_BACKTEST_DASHBOARD_ADDRESS, 127.0.0.1:8787)")
     sv.set_defaults(func=cmd_serve)
+
+    wu = sub.add_parser("warmup", help="compile the kernels into the numba cache serve uses (e.g. after installing)")
+    wu.set_defaults(func=cmd_warmup)
     return parser
 
 

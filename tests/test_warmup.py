@@ -162,3 +162,13 @@ def test_workers_default_to_the_data_dirs_cache_without_numba_cache_dir(tmp_path
         assert "warm-up done" not in srv.log_tail(400)
     finally:
         srv.stop()
+
+
+def test_warmup_command_compiles_into_the_cache_serve_uses(tmp_path: Path) -> None:
+    from test_client import CLI
+
+    env = {**os.environ, "GPU_BACKTEST_DATA_DIR": str(tmp_path / "data"), "GPU_BACKTEST_BACKEND": "cpu"}
+    out = subprocess.run([CLI, "warmup"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert f"kernels compiled into {os.environ['NUMBA_CACHE_DIR']} in" in out.stdout
+    assert "cscv" in out.stdout and "sweep" in out.stdout and "portfolio" in out.stdout
