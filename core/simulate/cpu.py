@@ -66,6 +66,8 @@ def _kernel() -> Any:
     """`_simulate_all` built for `SIGNATURE` (loaded from numba's disk cache when there), with
     further compilation disabled so that every call uses that build. Processes sharing the disk
     cache compile it once: the others wait for the file lock, then load it."""
+    if not hasattr(_simulate_all, "disable_compile"):  # NUMBA_DISABLE_JIT: plain Python
+        return _simulate_all
     if not _simulate_all.signatures:
         with _COMPILE_LOCK, compile_lock(_simulate_all, "cpu"):
             if not _simulate_all.signatures:

@@ -503,7 +503,8 @@ def run_portfolio_cpu(
         orders = np.zeros((1, 1, 1), dtype=np.float64)
         n_orders = np.zeros(1, dtype=np.int64)
     # see cpu.py: one parallel launch at a time per process; the first build compiled once per disk cache
-    with _LAUNCH_LOCK, (compile_lock(_run_all, "portfolio") if not _run_all.signatures else nullcontext()):
+    first = not getattr(_run_all, "signatures", True)
+    with _LAUNCH_LOCK, (compile_lock(_run_all, "portfolio") if first else nullcontext()):
         _run_all(open_, close, weights, rebalance, ended, fopts, iopts, scratch, acc, equity, orders, n_orders)
     if max_records > 0:
         return PortfolioRun(acc, equity, orders, n_orders)
