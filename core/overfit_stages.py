@@ -26,9 +26,10 @@ from . import cscv_fast as cf
 from . import overfitting as of
 from .jitcache import FirstUse
 
-# a process's first pass 1 / pass 2 compiles (or loads) their kernels once per disk cache (core/jitcache.py)
-_FIRST_PASS1 = FirstUse(cf._pass1, "cscv-pass1")
-_FIRST_PASS2 = FirstUse(cf._pass2, "cscv-pass2")
+# a process's first pass 1 / pass 2 compiles (or loads) their kernels once per disk cache (core/jitcache.py;
+# the lock file lives beside the named kernel's cached builds: none when it is not cached)
+_FIRST_PASS1 = FirstUse(getattr(cf, "_pass1", None), "cscv-pass1")
+_FIRST_PASS2 = FirstUse(getattr(cf, "_pass2", None), "cscv-pass2")
 
 
 def _ids(out: Any) -> np.ndarray:

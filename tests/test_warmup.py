@@ -172,3 +172,32 @@ def test_warmup_command_compiles_into_the_cache_serve_uses(tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr
     assert f"kernels compiled into {os.environ['NUMBA_CACHE_DIR']} in" in out.stdout
     assert "cscv" in out.stdout and "sweep" in out.stdout and "portfolio" in out.stdout
+
+
+def test_first_use_locks_only_until_a_first_pass_succeeds(tmp_path: Path) -> None:
+    """The lock is held around a process's first successful pass only; a failed pass does not count."""
+    import fcntl
+
+    from gpu_backtest.core.simulate import cpu
+
+    first = jitcache.FirstUse(cpu._simulate_all, "first-use-test")
+    lock_file = jitcache.cache_files(cpu._simulate_all)[0] / "first-use-test.compile.lock"
+
+    def held_elsewhere() -> bool:
+        with open(lock_file, "a+b") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            return False
+
+    with pytest.raises(ValueError), first:
+        assert held_elsewhere()
+        raise ValueError("a failed first pass")
+    assert not first.done and not held_elsewhere()
+    with first:
+        assert held_elsewhere()
+    assert first.done
+    with first:
+        assert not held_elsewhere()
