@@ -61,6 +61,20 @@ def _keys(d: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
             raise SpecError(f"{path}.{shown}" if path else shown, f"unknown field; allowed: {', '.join(allowed)}")
 
 
+# U+0000 and lone surrogates (JSON's "\u0000", "\ud800"): PostgreSQL stores neither (text nor
+# JSONB), and a surrogate is not UTF-8 at all (SQLite, logs); refused in any free text
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(v: str, path: str) -> str:
+    """``v`` if every database can store it (no U+0000, no lone surrogate); SpecError on ``path`` otherwise."""
+    bad = _UNSTORABLE.search(v)
+    if bad is not None:
+        raise SpecError(path, f"character {bad.start() + 1} is U+{ord(bad.group()):04X}, which text may not "
+                              "hold (no NUL, no lone surrogate)")
+    return v
+
+
 def _text(v: Any, path: str, limit: int, default: str | None = None) -> str | None:
     if v is None:
         return default
@@ -68,7 +82,7 @@ def _text(v: Any, path: str, limit: int, default: str | None = None) -> str | No
         raise SpecError(path, f"must be a string, got {type(v).__name__}")
     if len(v) > limit:
         raise SpecError(path, f"is {len(v)} characters long; the limit is {limit}")
-    return v
+    return check_text(v, path)
 
 
 def _number(v: Any, path: str, ptype: str) -> int | float:
