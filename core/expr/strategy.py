@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SpecError
+from ..jsonsafe import UNSTORABLE_TEXT
 from ..portfolio_strategy import PortfolioContext, PortfolioStrategy, Scores, TargetWeights
 from ..strategy import Param as StrategyParam
 from ..strategy import SignalContext, Signals, Strategy
@@ -61,14 +62,10 @@ def _keys(d: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
             raise SpecError(f"{path}.{shown}" if path else shown, f"unknown field; allowed: {', '.join(allowed)}")
 
 
-# U+0000 and lone surrogates (JSON's "\u0000", "\ud800"): PostgreSQL stores neither (text nor
-# JSONB), and a surrogate is not UTF-8 at all (SQLite, logs); refused in any free text
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def check_text(v: str, path: str) -> str:
-    """``v`` if every database can store it (no U+0000, no lone surrogate); SpecError on ``path`` otherwise."""
-    bad = _UNSTORABLE.search(v)
+    """``v`` if every database can store it (no U+0000, no lone surrogate: `UNSTORABLE_TEXT`);
+    SpecError on ``path`` otherwise."""
+    bad = UNSTORABLE_TEXT.search(v)
     if bad is not None:
         raise SpecError(path, f"character {bad.start() + 1} is U+{ord(bad.group()):04X}, which text may not "
                               "hold (no NUL, no lone surrogate)")
