@@ -74,7 +74,8 @@ def test_unstorable_text_names_the_first_string_or_key_with_its_path() -> None:
     assert unstorable_text({"a": [1, "ok", {"b": "x\x00y"}], "c": "\ud800"}) == ("a[2].b", "\x00")
     assert unstorable_text({"k\udfff": 1}) == ("k\udfff", "\udfff")
     assert unstorable_text([["fine", "é 😀 \n\t"], {"z": ("\ud83d",)}]) == ("[1].z[0]", "\ud83d")
-    assert unstorable_text({"a": ["é 😀", 1.5, None, True], "b": {"c": "\x01: other control characters can be stored"}}) is None
+    stored = {"a": ["é 😀", 1.5, None, True], "b": {"c": "\x01: other control characters can be stored"}}
+    assert unstorable_text(stored) is None
     deep: object = "\x00"
     for _ in range(5000):  # iterative: any depth
         deep = [deep]
