@@ -81,21 +81,22 @@ class Backend:
         return self.xp.asnumpy(a)
 
     def simulate(self, *args: Any, blocks_out: Any = None, n_blocks: int = 0, tails_out: Any = None,
-                 n_tail: int = 0) -> Any:
+                 n_tail: int = 0, fused: Any = None) -> Any:
         """Run the simulation kernel over all columns (arguments as `cpu.simulate`).
 
         ``n_blocks`` must equal the ``I_N_BLOCKS`` slot of the iopts passed, with ``blocks_out``
         its (C, B, N_BLOCK_ACC) buffer when B > 0; ``n_tail`` the ``I_N_TAIL`` slot, with
-        ``tails_out`` its (C, 2, m) buffer when m > 0.
+        ``tails_out`` its (C, 2, m) buffer when m > 0; ``fused`` the fused form's (bank, idx, w)
+        when the ``I_FUSED`` slot is set.
         """
         if self.name == "cpu":
             from .simulate import cpu
 
-            return cpu.simulate(*args, blocks_out=blocks_out, tails_out=tails_out)
+            return cpu.simulate(*args, blocks_out=blocks_out, tails_out=tails_out, fused=fused)
         from .simulate import cuda
 
         return cuda.simulate(self.xp, *args, blocks_out=blocks_out, n_blocks=n_blocks, tails_out=tails_out,
-                             n_tail=n_tail)
+                             n_tail=n_tail, fused=fused)
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""

@@ -211,6 +211,11 @@ class Settings:
         "GPU_BACKTEST_PARTITION_CELLS", _int(1), 50_000_000,
         "bar × column cells per partition task (sets how many symbols a task takes)",
     )
+    fused_signals: bool = _env(
+        "GPU_BACKTEST_FUSED_SIGNALS", _bool, True,
+        "sweeps compute a strategy's signals inside the kernel where it has a fused form (false: always "
+        "the array form; results are identical)",
+    )
     auto_migrate: bool = _env(
         "GPU_BACKTEST_AUTO_MIGRATE", _bool, True,
         "apply the job database's schema migrations at start-up (false: refuse to start on an older schema)",

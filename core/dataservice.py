@@ -22,6 +22,7 @@ a DataError naming it (`selection_for`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from .timeutil import end_bound_utc, to_utc, to_utc_or_none
 DEFAULT_SOURCE = "synthetic"
 FETCH_BATCH = 8  # symbols per source call when a fetch reports its progress (gpu-backtest data fetch)
 UPLOAD_SOURCE = "upload"
+_SYMBOL_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._^=-]{0,31}")  # the start of a symbol (`panel.SYMBOL_RE`)
 
 
 class MarketDataService:
@@ -123,6 +125,8 @@ class MarketDataService:
             self.source(source)
         if frequency is not None:
             check_frequency(frequency)
+        if prefix and not _SYMBOL_PREFIX_RE.fullmatch(prefix):
+            return []  # no symbol starts so (and NUL or a lone surrogate would not reach PostgreSQL)
         return self.store.catalog(source, frequency, prefix, limit, offset)
 
     # -- writing ----------------------------------------------------------------------------

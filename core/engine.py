@@ -27,6 +27,7 @@ from .errors import DataError, GpuBacktestError, NotFoundError, SpecError
 from .executors import CancelFn, Cancelled, Executor, LocalExecutor, ProgressFn, calendar_tasks, run_calendar
 from .expr import expression_strategy, is_expression
 from .expr.strategy import source_info
+from .fused import FusedSignals, column_operands
 from .jsonsafe import json_scalar
 from .loaders import BarsLoader, PanelLoader, data_info
 from .marketdata import bounds_ns
@@ -151,11 +152,12 @@ class RunOptions:
         """The kernel's int option array (no returns, no records)."""
         return self.sim.arrays()[1]
 
-    def with_flags(self, want_returns: bool, record: bool, n_blocks: int = 0, n_tail: int = 0) -> np.ndarray:
+    def with_flags(self, want_returns: bool, record: bool, n_blocks: int = 0, n_tail: int = 0,
+                   fused: bool = False) -> np.ndarray:
         """The int option array with the output switches set (``n_blocks`` > 0: per-block sums;
-        ``n_tail`` > 0: tail heaps of that size)."""
+        ``n_tail`` > 0: tail heaps of that size; ``fused``: signals from the fused form)."""
         return dataclasses.replace(self.sim, want_returns=want_returns, record=record, n_blocks=n_blocks,
-                                   n_tail=n_tail).arrays()[1]
+                                   n_tail=n_tail, fused=fused).arrays()[1]
 
 
 @dataclass
@@ -246,6 +248,8 @@ class Engine:
         self.backend = backend or select_backend(self.settings)
         self._registry = registry
         self._data_service = data_service
+        # sweeps use a strategy's fused form where it has one (core/fused.py); False: the array form
+        self.fused_signals = self.settings.fused_signals
 
     @property
     def registry(self) -> Registry:
@@ -471,7 +475,8 @@ class Engine:
         cell += -(-16 * n_tail // max(n_bars, 1))  # the two tail heaps of a column, per bar
         chunks = plan_chunks(n_sym, n_combo, n_bars, be.memory_budget, cell)
         opts = RunOptions.from_spec(spec)
-        iopts = be.asarray(opts.with_flags(need_series, False, n_blocks, n_tail))
+        use_fused = self.fused_signals and getattr(strategy, "fused", None) is not None
+        iopts = be.asarray(opts.with_flags(need_series, False, n_blocks, n_tail, use_fused))
         fopts = be.asarray(opts.fopts)
         dummies = self._dummies()
         blocks_all = np.zeros((n_sym * n_combo, n_blocks, L.N_BLOCK_ACC)) if n_blocks > 0 else None
@@ -487,9 +492,17 @@ class Engine:
                 cache, block = {}, (chunk.sym_start, chunk.sym_stop)
             bars = {f: be.kernel_layout(be.asarray(a[:, chunk.sym_start:chunk.sym_stop])) for f, a in bars_host.items()}
             params = {name: v[chunk.combo_start:chunk.combo_stop] for name, v in grid.items()}
-            sig = self._signals(strategy, bars, params, cache, spec)
             n_s = chunk.sym_stop - chunk.sym_start
             n_k = chunk.combo_stop - chunk.combo_start
+            fused = None
+            if use_fused:
+                fz = self._fused(strategy, bars, params, cache)
+                idx, w = column_operands(fz, n_s, spec.execution.direction)
+                fused = (fz.bank, be.asarray(idx), be.asarray(w))
+                off = xp.zeros((1, 1), dtype=bool)
+                sig = Signals(off, off, off, off)
+            else:
+                sig = self._signals(strategy, bars, params, cache, spec)
             sym = xp.repeat(xp.arange(n_s, dtype=xp.int64), n_k)
             ret_buf = xp.empty((n_bars, n_s * n_k), dtype=xp.float64) if need_series else dummies[0]
             blk = xp.empty((n_s * n_k, n_blocks, L.N_BLOCK_ACC), dtype=xp.float64) if n_blocks > 0 else None
@@ -497,8 +510,8 @@ class Engine:
             acc = be.simulate(bars["open"], bars["high"], bars["low"], bars["close"], sym,
                               sig.entries, sig.exits, sig.short_entries, sig.short_exits,
                               fopts, iopts, ret_buf, dummies[1], dummies[2], dummies[3],
-                              blocks_out=blk, n_blocks=n_blocks, tails_out=tails, n_tail=n_tail)
-            del sig
+                              blocks_out=blk, n_blocks=n_blocks, tails_out=tails, n_tail=n_tail, fused=fused)
+            del sig, fused
             vals = M.metrics_from_accumulators(acc, spec.execution.init_cash, ppy, spec.metrics.risk_free, xp=xp)
             if n_tail > 0:
                 vals.update(M.tail_metrics(tails, n_bars, xp=xp))
@@ -523,6 +536,21 @@ class Engine:
         xp = self.backend.xp
         return (xp.zeros((1, 1), dtype=xp.float64), xp.zeros((1, 1), dtype=xp.float64),
                 xp.zeros((1, 1, 1), dtype=xp.float64), xp.zeros(1, dtype=xp.int64))
+
+    def _fused(self, strategy: Strategy, bars: Mapping[str, Any], params: Mapping[str, np.ndarray],
+               cache: dict[Any, Any]) -> FusedSignals:
+        """The strategy's fused form for one block (core/fused.py); a failure is the strategy's."""
+        ctx = SignalContext(self.backend.xp, bars, params, cache, order="F" if self.backend.name == "cpu" else "C")
+        try:
+            fz = strategy.fused(ctx)
+        except (GpuBacktestError, MemoryError):
+            raise
+        except Exception as exc:
+            raise StrategyError.raised(strategy.name, exc) from None
+        if not isinstance(fz, FusedSignals):
+            raise StrategyError(f"strategy {strategy.name!r}: fused returned {type(fz).__name__}, expected "
+                                "FusedSignals", {"strategy": strategy.name})
+        return fz
 
     def _signals(self, strategy: Strategy, bars: Mapping[str, Any], params: Mapping[str, np.ndarray],
                  cache: dict[Any, Any], spec: BacktestSpec) -> Signals:

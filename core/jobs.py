@@ -50,6 +50,7 @@ from .executors import Executor
 from .joblog import with_job_log
 from .jobstatus import CANCELLED, FAILED, SUCCEEDED
 from .jobstore import DELETE_BATCH
+from .jsonsafe import unstorable_text
 from .memory import release_memory
 from .portfolio_strategy import KIND_PORTFOLIO, strategy_kind
 from .spec import BacktestSpec, expand_grid, grid_size
@@ -202,6 +203,9 @@ class JobManager:
                             f"{n_columns} columns ({n_symbols} symbols × {k} combinations) exceed the limit "
                             f"{self.settings.max_columns} (GPU_BACKTEST_MAX_COLUMNS)")
         self.engine.data_service.check_spec(spec)  # source, symbols, benchmark, range: catalog + source, no fetch
+        bad = unstorable_text(spec.to_dict())  # what the job store will hold (e.g. a date string kept as given)
+        if bad is not None:
+            raise SpecError(bad[0], f"holds U+{ord(bad[1]):04X}, which text may not hold (no NUL, no lone surrogate)")
         return spec, {"strategy": strategy.name, "n_symbols": n_symbols, "n_columns": n_columns}
 
     def _universe_size(self, spec: BacktestSpec) -> int:

@@ -10,6 +10,10 @@ Three strengths, one rule at the core (non-finite floats → None, numpy scalars
   with string keys, tuples/sets → lists, numpy arrays → lists, Decimal → float, paths →
   strings, datetimes → ISO strings; TypeError for anything without a JSON form.
 
+And one check of text a database stores: `unstorable_text` finds a string (or key) holding U+0000
+(PostgreSQL refuses it in text and in JSONB) or a lone surrogate (JSON's ``"\\ud800"``: not UTF-8,
+so SQLite, PostgreSQL and UTF-8 logs refuse it) — what a request must not get stored.
+
 Standard library only at import time: numpy and pandas are looked up when a value needs them.
 """
 
@@ -18,12 +22,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
-__all__ = ["json_cell", "json_scalar", "to_jsonable"]
+__all__ = ["UNSTORABLE_TEXT", "json_cell", "json_scalar", "to_jsonable", "unstorable_text"]
+
+#: a character no database here stores in text: NUL, or a lone surrogate
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 @functools.cache
@@ -89,3 +97,28 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat") and callable(value.isoformat):  # pandas.Timestamp and friends
         return value.isoformat()
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def unstorable_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The first string or key in the JSON document ``value`` that holds an `UNSTORABLE_TEXT`
+    character, as (its path — ``a.b[2].c`` —, the character); None when every string can be stored.
+    Iterative: any depth."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            m = UNSTORABLE_TEXT.search(v)
+            if m is not None:
+                return where, m.group()
+        elif isinstance(v, Mapping):
+            items = list(v.items())
+            for k, item in reversed(items):
+                key = str(k)
+                sub = f"{where}.{key}" if where else key
+                m = UNSTORABLE_TEXT.search(key)
+                if m is not None:
+                    return sub, m.group()
+                stack.append((sub, item))
+        elif isinstance(v, (list, tuple)):
+            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+    return None

@@ -154,4 +154,6 @@ def url_problem(url: str) -> str | None:
                 "callbacks")
     if any(c.isspace() or ord(c) < 32 for c in url):
         return "must not contain spaces or control characters"
+    if any("\ud800" <= c <= "\udfff" for c in url):  # JSON's "\ud800": not UTF-8, so no database stores it
+        return "must be Unicode text (no lone surrogates)"
     return None

@@ -200,6 +200,8 @@ class Strategy:
     shorts: bool = True  # whether signals() returns short entries/exits
     tags: tuple[str, ...] = field(default_factory=tuple)
     kind: str = "signals"  # a single-asset strategy (core/portfolio_strategy.py: "portfolio")
+    # optional fused form (core/fused.py): the same signals as crossings of lines, read by the sweep kernel
+    fused: Callable[[SignalContext], Any] | None = None
 
     def param(self, name: str) -> Param:
         return param_named(self.params, name)

@@ -77,6 +77,7 @@ class StrategyCatalog:
             raise SpecError("", f"must be a JSON object (an expression strategy), got {type(body).__name__}")
         doc = dict(body)
         given = doc.pop("name", None)
+        doc.pop("version", None)  # the store numbers versions; a body's (e.g. a GET's document sent back) is not kept
         if name is None:
             if given is None:
                 raise SpecError("name", "is required: the strategy's name")

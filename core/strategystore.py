@@ -86,6 +86,12 @@ class StrategyStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # writers read (the latest version) and then write: on SQLite (WAL) a plain BEGIN's read
+        # snapshot cannot be upgraded once another connection has written ("database is locked",
+        # at once, whatever the busy timeout), so writers take the write lock at BEGIN (BEGIN
+        # IMMEDIATE: `core.jobstore._configure_sqlite`, which the job store's engine has; a no-op
+        # option elsewhere) and wait for it within the busy timeout
+        self._write_engine = engine.execution_options(gbt_immediate=True)
 
     def save(self, name: str, doc: Mapping[str, Any], digest: str, description: str, *,
              new: bool) -> SavedStrategy:
@@ -93,21 +99,27 @@ class StrategyStore:
         the name has versions; otherwise NotFoundError when it has none)."""
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         now = dt.datetime.now(dt.UTC)
-        for _ in range(5):  # two writers racing for the same version: the loser retries
-            with self.engine.begin() as conn:
-                latest = conn.execute(select(func.max(saved_strategy.c.version))
-                                      .where(saved_strategy.c.name == name)).scalar()
-                if new and latest is not None:
-                    raise StrategyExists(f"a strategy named {name!r} exists (version {latest}); PUT "
-                                         f"/strategies/{name} adds a version", {"name": name, "version": latest})
-                if not new and latest is None:
-                    raise NotFoundError(f"no saved strategy {name!r}", {"name": name})
-                version = (latest or 0) + 1
-                try:
+        for _ in range(5):
+            try:
+                with self._write_engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":  # writers of saved strategies one at a time, as on SQLite
+                        conn.exec_driver_sql(f"LOCK TABLE {saved_strategy.name} IN SHARE ROW EXCLUSIVE MODE")
+                    latest = conn.execute(select(func.max(saved_strategy.c.version))
+                                          .where(saved_strategy.c.name == name)).scalar()
+                    if new and latest is not None:
+                        raise StrategyExists(f"a strategy named {name!r} exists (version {latest}); PUT "
+                                             f"/strategies/{name} adds a version",
+                                             {"name": name, "version": latest})
+                    if not new and latest is None:
+                        raise NotFoundError(f"no saved strategy {name!r}", {"name": name})
+                    version = (latest or 0) + 1
                     conn.execute(insert(saved_strategy).values(name=name, version=version, doc=text, digest=digest,
                                                                description=description, created_at=now))
-                except IntegrityError:
-                    continue
+            except IntegrityError:
+                # another writer inserted this (name, version) since our read (a database where the
+                # lock above is not taken): this transaction is rolled back and the next try sees that
+                # row (a 409 for a new name, the next version for PUT)
+                continue
             return SavedStrategy(name, version, json.loads(text), digest, description, now)
         raise StrategyExists(f"strategy {name!r} is being saved concurrently; try again", {"name": name})
 
@@ -151,7 +163,7 @@ class StrategyStore:
 
     def delete(self, name: str) -> int:
         """Delete every version of ``name``; NotFoundError when it has none. Returns the count."""
-        with self.engine.begin() as conn:
+        with self._write_engine.begin() as conn:
             n = conn.execute(delete(saved_strategy).where(saved_strategy.c.name == name)).rowcount
         if not n:
             raise NotFoundError(f"no saved strategy {name!r}", {"name": name})

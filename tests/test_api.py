@@ -982,3 +982,17 @@ async def test_gpu_status_and_catalogue(client: CheckedClient) -> None:
     sma = next(s for s in strategies if s["name"] == "sma_crossover")
     assert {"fast", "slow"} <= {p["name"] for p in sma["params"]}
     assert (await ok_json(await client.get("/health"))) == {"status": "ok"}
+
+
+async def test_text_no_database_stores_is_422_not_500(client: CheckedClient) -> None:
+    """Regression (500s on PostgreSQL found while hunting one on POST /strategies): a spec string
+    kept as given that holds U+0000 (PostgreSQL refuses it in JSONB and text) — a date — or a
+    callback URL with a lone surrogate (not UTF-8: no database stores it) is 422 naming the field;
+    a symbol prefix no symbol can start with lists nothing instead of reaching the database."""
+    for field, value in (("start", "2015-01-01\x00"), ("end", "2016-01-01 \x00"),
+                         ("callback_url", "https://example.com/\ud800")):
+        err = await error_of(await client.post("/backtest", json={**SINGLE, field: value}), 422, "invalid_spec")
+        assert err["details"]["field"] == field, err
+    for prefix in ("\x00", "SYN\x00", "é"):
+        listed = await ok_json(await client.get("/data/symbols", params={"prefix": prefix}))
+        assert listed["symbols"] == [] and listed["total"] == 0

@@ -1,4 +1,5 @@
-"""core/jsonsafe.py: non-finite floats → None, numpy scalars → Python, at three strengths."""
+"""core/jsonsafe.py: non-finite floats → None, numpy scalars → Python, at three strengths; the text
+no database stores (NUL, lone surrogates) found with its path."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from gpu_backtest.core import jobstore
-from gpu_backtest.core.jsonsafe import json_cell, json_scalar, to_jsonable
+from gpu_backtest.core.jsonsafe import json_cell, json_scalar, to_jsonable, unstorable_text
 
 NON_FINITE = [math.nan, math.inf, -math.inf, np.float64("nan"), np.float32("inf"), np.float64("-inf")]
 
@@ -67,3 +68,15 @@ def test_imports_no_numpy_or_pandas() -> None:
             "print(sorted(m for m in ('numpy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out
+
+
+def test_unstorable_text_names_the_first_string_or_key_with_its_path() -> None:
+    assert unstorable_text({"a": [1, "ok", {"b": "x\x00y"}], "c": "\ud800"}) == ("a[2].b", "\x00")
+    assert unstorable_text({"k\udfff": 1}) == ("k\udfff", "\udfff")
+    assert unstorable_text([["fine", "é 😀 \n\t"], {"z": ("\ud83d",)}]) == ("[1].z[0]", "\ud83d")
+    stored = {"a": ["é 😀", 1.5, None, True], "b": {"c": "\x01: other control characters can be stored"}}
+    assert unstorable_text(stored) is None
+    deep: object = "\x00"
+    for _ in range(5000):  # iterative: any depth
+        deep = [deep]
+    assert unstorable_text(deep) == ("[0]" * 5000, "\x00")

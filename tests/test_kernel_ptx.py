@@ -27,8 +27,8 @@ def test_single_asset_device_function_compiles_to_ptx() -> None:
 
     # the GPU backend hands the kernel row-major (C-contiguous) arrays
     f1, f2, f3 = types.float64[::1], types.float64[:, ::1], types.float64[:, :, ::1]
-    i1, b2 = types.int64[::1], types.boolean[:, ::1]
-    sig = (types.int64, f2, f2, f2, f2, i1, b2, b2, b2, b2, f1, i1, f2, f2, f2, f3, i1, f3, f3)
+    i1, i2, b2 = types.int64[::1], types.int64[:, ::1], types.boolean[:, ::1]
+    sig = (types.int64, f2, f2, f2, f2, i1, b2, b2, b2, b2, f1, i1, f2, f2, f2, f3, i1, f3, f3, f3, i2, f2)
     ptx, _ = cuda.compile_ptx(simulate_column, sig, device=True, cc=(9, 0))
     assert ".func" in ptx
     # the shared device functions are inlined: the only function in the module is the kernel's

@@ -1,10 +1,12 @@
 """Saved strategies over HTTP (SQLite and PostgreSQL): POST / PUT / GET / DELETE /strategies,
 jobs that run a saved strategy by name (or name@version) and keep the exact document and version
 they ran after the strategy changes or is deleted, the errors (409, 404, 422 naming the field),
-and saved strategies surviving a server restart."""
+saved strategies surviving a server restart, and the inputs that once answered 500: saves racing
+each other on one database, text that a database cannot store (NUL, lone surrogates)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -115,3 +117,64 @@ async def test_saved_strategies_survive_a_restart(make_client: Any) -> None:
     done = await run_job(second, {"strategy": "durable", "symbols": ["SYN002"]})
     assert done["info"]["strategy_source"]["name"] == "durable"
     await _clear(second)
+
+
+async def test_concurrent_saves_are_201_or_409_never_500(client: CheckedClient) -> None:
+    """Regression: saves that read the latest version and then insert, several at once. On SQLite
+    (WAL) a plain BEGIN's read snapshot cannot take the write lock once another connection has
+    written, so the INSERT failed at once with "database is locked" — a 500 whenever a save met
+    another save or a job's write. Now: one 201 per new name, 409 ``strategy_exists`` for the
+    others, and concurrent PUTs get consecutive versions (SQLite and PostgreSQL)."""
+    await _clear(client)
+    first = await asyncio.gather(*(client.post("/strategies", json=_doc("raced")) for _ in range(6)))
+    assert sorted(r.status for r in first) == [201] + [409] * 5
+    for r in first:
+        if r.status == 409:
+            await error_of(r, 409, "strategy_exists")
+    puts = await asyncio.gather(*(client.put("/strategies/raced", json=_doc("raced")) for _ in range(6)))
+    assert sorted([(await ok_json(r))["version"] for r in puts]) == [2, 3, 4, 5, 6, 7]
+    names = [f"apart_{i}" for i in range(6)]
+    apart = await asyncio.gather(*(client.post("/strategies", json=_doc(n)) for n in names))
+    assert [r.status for r in apart] == [201] * 6
+    got = await ok_json(await client.get("/strategies/raced"))
+    assert got["versions"] == [1, 2, 3, 4, 5, 6, 7]
+    await _clear(client)
+
+
+async def test_text_a_database_cannot_store_is_422(client: CheckedClient) -> None:
+    """Regression: a description with U+0000 (PostgreSQL refuses NUL in text and JSONB) or a lone
+    surrogate (not UTF-8: SQLite and PostgreSQL) answered 500 on POST / PUT /strategies, and an
+    inline expression strategy's name with NUL a 500 on POST /backtest (PostgreSQL). Now 422 naming
+    the field, on every database."""
+    await _clear(client)
+    for text in ("fast\x00slow", "fast \ud800 slow"):
+        err = await error_of(await client.post("/strategies", json={**_doc("odd"), "description": text}),
+                             422, "invalid_spec")
+        assert err["details"]["field"] == "description"
+        doc = _doc("odd")
+        doc["params"] = {**doc["params"], "fast": {**doc["params"]["fast"], "description": text}}
+        err = await error_of(await client.post("/strategies", json=doc), 422, "invalid_spec")
+        assert err["details"]["field"] == "params.fast.description"
+        inline = {**_doc("x"), "name": f"odd{text}"}
+        err = await error_of(await client.post("/backtest", json={"strategy": inline, "symbols": ["SYN001"]}),
+                             422, "invalid_spec")
+        assert err["details"]["field"] == "strategy.name"
+    await ok_json(await client.post("/strategies", json=_doc("odd")), 201)
+    err = await error_of(await client.put("/strategies/odd", json={**_doc("odd"), "description": "a\x00"}),
+                         422, "invalid_spec")
+    assert err["details"]["field"] == "description"
+    # newlines, tabs and any other Unicode are text like any other
+    fine = await ok_json(await client.put("/strategies/odd", json={**_doc("odd"), "description": "a\n\tb é 😀"}))
+    assert fine["description"] == "a\n\tb é 😀" and fine["version"] == 2
+    await _clear(client)
+
+
+async def test_a_body_version_is_not_kept(client: CheckedClient) -> None:
+    """The server numbers versions: a body's ``version`` (e.g. a GET's document sent back) is not
+    stored in the document, whose version would then contradict the row's."""
+    await _clear(client)
+    v1 = await ok_json(await client.post("/strategies", json={**_doc("numbered"), "version": 7}), 201)
+    assert v1["version"] == 1 and "version" not in v1["strategy"]
+    v2 = await ok_json(await client.put("/strategies/numbered", json={**v1["strategy"], "version": 1}))
+    assert v2["version"] == 2 and "version" not in v2["strategy"] and v2["digest"] == v1["digest"]
+    await _clear(client)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SpecError
+from ..jsonsafe import UNSTORABLE_TEXT
 from ..portfolio_strategy import PortfolioContext, PortfolioStrategy, Scores, TargetWeights
 from ..strategy import Param as StrategyParam
 from ..strategy import SignalContext, Signals, Strategy
@@ -61,6 +62,16 @@ def _keys(d: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
             raise SpecError(f"{path}.{shown}" if path else shown, f"unknown field; allowed: {', '.join(allowed)}")
 
 
+def check_text(v: str, path: str) -> str:
+    """``v`` if every database can store it (no U+0000, no lone surrogate: `UNSTORABLE_TEXT`);
+    SpecError on ``path`` otherwise."""
+    bad = UNSTORABLE_TEXT.search(v)
+    if bad is not None:
+        raise SpecError(path, f"character {bad.start() + 1} is U+{ord(bad.group()):04X}, which text may not "
+                              "hold (no NUL, no lone surrogate)")
+    return v
+
+
 def _text(v: Any, path: str, limit: int, default: str | None = None) -> str | None:
     if v is None:
         return default
@@ -68,7 +79,7 @@ def _text(v: Any, path: str, limit: int, default: str | None = None) -> str | No
         raise SpecError(path, f"must be a string, got {type(v).__name__}")
     if len(v) > limit:
         raise SpecError(path, f"is {len(v)} characters long; the limit is {limit}")
-    return v
+    return check_text(v, path)
 
 
 def _number(v: Any, path: str, ptype: str) -> int | float:

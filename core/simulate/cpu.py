@@ -11,7 +11,7 @@ from numba import njit, prange, types
 
 from ..jitcache import compile_lock, drop_stale_builds
 from .kernel import simulate_column
-from .layout import I_N_BLOCKS, I_N_TAIL, N_ACC, N_BLOCK_ACC
+from .layout import FUSED_N_IDX, FUSED_N_W, I_FUSED, I_N_BLOCKS, I_N_TAIL, N_ACC, N_BLOCK_ACC
 
 _LAUNCH_LOCK = threading.Lock()
 _column = njit(nogil=True, cache=True)(simulate_column)
@@ -21,11 +21,13 @@ _column = njit(nogil=True, cache=True)(simulate_column)
 def _simulate_all(
     open_, high, low, close, sym, entries, exits, short_entries, short_exits,
     fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
+    fused_bank, fused_idx, fused_w,
 ):  # pragma: no cover - compiled
     for c in prange(sym.shape[0]):
         _column(  # np.int64: the same signature at typing and in the parallel loop (one compile, not two)
             np.int64(c), open_, high, low, close, sym, entries, exits, short_entries, short_exits,
             fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
+    fused_bank, fused_idx, fused_w,
         )
 
 
@@ -94,15 +96,18 @@ def simulate(
     ntrades_out: np.ndarray,
     blocks_out: np.ndarray | None = None,
     tails_out: np.ndarray | None = None,
+    fused: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Run every column on the CPU; returns the (C, N_ACC) accumulator array.
 
     See `kernel.simulate_column` for the shapes; the output buffers are filled in place.
     ``blocks_out`` (C, B, N_BLOCK_ACC) is needed when ``iopts[I_N_BLOCKS]`` = B > 0,
-    ``tails_out`` (C, 2, m) when ``iopts[I_N_TAIL]`` = m > 0.
+    ``tails_out`` (C, 2, m) when ``iopts[I_N_TAIL]`` = m > 0; ``fused`` = (bank (L, T, S),
+    idx (C, 16), w (C, 8)) when ``iopts[I_FUSED]`` is set.
     """
     blocks_out = _blocks_buffer(np, sym, iopts, blocks_out)
     tails_out = tails_buffer(np, sym, int(iopts[I_N_TAIL]), tails_out)
+    fused_bank, fused_idx, fused_w = fused_buffers(np, sym, bool(iopts[I_FUSED]), fused)
     acc = np.empty((sym.shape[0], N_ACC), dtype=np.float64)
     f8, b1 = np.float64, np.bool_
     open_, high, low, close = (np.asarray(a, dtype=f8) for a in (open_, high, low, close))
@@ -117,6 +122,7 @@ def simulate(
         kernel(
             open_, high, low, close, sym, entries, exits, short_entries, short_exits,
             fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
+    fused_bank, fused_idx, fused_w,
         )
     return acc
 
@@ -140,3 +146,16 @@ def tails_buffer(xp: Any, sym: Any, n_tail: int, tails_out: Any) -> Any:
     if tails_out is None or tuple(tails_out.shape) != want:
         raise ValueError(f"iopts asks for {n_tail} tail values: tails_out must have shape {want}")
     return tails_out
+
+
+def fused_buffers(xp: Any, sym: Any, on: bool, fused: Any) -> tuple[Any, Any, Any]:
+    """The fused form's (bank, idx, w) checked (``on``: ``iopts[I_FUSED]``), or dummies when off."""
+    if not on:
+        return (xp.zeros((1, 1, 1), dtype=xp.float64), xp.zeros((1, FUSED_N_IDX), dtype=xp.int64),
+                xp.zeros((1, FUSED_N_W), dtype=xp.float64))
+    n = int(sym.shape[0])
+    if fused is None or len(fused) != 3 or fused[0].ndim != 3 or tuple(fused[1].shape) != (n, FUSED_N_IDX) \
+            or tuple(fused[2].shape) != (n, FUSED_N_W):
+        raise ValueError(f"iopts asks for fused signals: fused must be (bank (L, T, S), idx ({n}, "
+                         f"{FUSED_N_IDX}), w ({n}, {FUSED_N_W}))")
+    return fused[0], fused[1], fused[2]

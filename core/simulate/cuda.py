@@ -30,12 +30,14 @@ def _kernel() -> Any:
     def simulate_all(
         open_, high, low, close, sym, entries, exits, short_entries, short_exits,
         fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
+    fused_bank, fused_idx, fused_w,
     ):  # pragma: no cover - compiled
         c = cuda.grid(1)
         if c < sym.shape[0]:
             column(
                 c, open_, high, low, close, sym, entries, exits, short_entries, short_exits,
                 fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
+    fused_bank, fused_idx, fused_w,
             )
 
     return simulate_all
@@ -63,6 +65,7 @@ def simulate(
     n_blocks: int = 0,
     tails_out: Any = None,
     n_tail: int = 0,
+    fused: Any = None,
 ) -> Any:
     """Launch one thread per column; returns the (C, N_ACC) accumulator array on the device.
 
@@ -70,11 +73,13 @@ def simulate(
     ``acc`` may be passed pre-filled (tests poison it with NaN to catch unwritten slots).
     ``blocks_out`` (C, B, N_BLOCK_ACC) is needed when ``n_blocks`` = B > 0, which must equal
     ``iopts[I_N_BLOCKS]`` (passed separately so a device-side iopts is never read back); likewise
-    ``tails_out`` (C, 2, m) when ``n_tail`` = m > 0 (``iopts[I_N_TAIL]``).
+    ``tails_out`` (C, 2, m) when ``n_tail`` = m > 0 (``iopts[I_N_TAIL]``); ``fused`` = (bank, idx,
+    w) when given (``iopts[I_FUSED]`` must then be set).
     """
-    from .cpu import tails_buffer
+    from .cpu import fused_buffers, tails_buffer
 
     tails_out = tails_buffer(xp, sym, n_tail, tails_out)
+    fused_bank, fused_idx, fused_w = fused_buffers(xp, sym, fused is not None, fused)
     if n_blocks <= 0:
         blocks_out = xp.zeros((1, 1, 1), dtype=xp.float64) if blocks_out is None else blocks_out
     elif blocks_out is None or tuple(blocks_out.shape) != (int(sym.shape[0]), n_blocks, N_BLOCK_ACC):
@@ -88,5 +93,6 @@ def simulate(
     _kernel()[blocks, THREADS_PER_BLOCK](
         open_, high, low, close, sym, entries, exits, short_entries, short_exits,
         fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
+    fused_bank, fused_idx, fused_w,
     )
     return acc

@@ -48,6 +48,7 @@ from .layout import (
     I_DIRECTION,
     I_FILL,
     I_FRACTIONAL,
+    I_FUSED,
     I_N_BLOCKS,
     I_N_TAIL,
     I_RECORD,
@@ -111,6 +112,9 @@ def simulate_column(
     ntrades_out,
     blocks_out,
     tails_out,
+    fused_bank,
+    fused_idx,
+    fused_w,
 ):
     """Simulate column ``c`` over all bars; write its accumulators (and records) in place.
 
@@ -171,6 +175,21 @@ def simulate_column(
     n_trades = 0
 
     n_tail = iopts[I_N_TAIL]
+    fused = iopts[I_FUSED] != 0
+    # the fused form's per-column operands, in scalars (nothing is allocated here)
+    q0ai = q0aj = q0bi = q0bj = q1ai = q1aj = q1bi = q1bj = -1
+    q2ai = q2aj = q2bi = q2bj = q3ai = q3aj = q3bi = q3bj = -1
+    q0aw = q0bw = q1aw = q1bw = q2aw = q2bw = q3aw = q3bw = 0.0
+    if fused:
+        q0ai, q0aj, q0bi, q0bj = fused_idx[c, 0], fused_idx[c, 1], fused_idx[c, 2], fused_idx[c, 3]
+        q1ai, q1aj, q1bi, q1bj = fused_idx[c, 4], fused_idx[c, 5], fused_idx[c, 6], fused_idx[c, 7]
+        q2ai, q2aj, q2bi, q2bj = fused_idx[c, 8], fused_idx[c, 9], fused_idx[c, 10], fused_idx[c, 11]
+        q3ai, q3aj, q3bi, q3bj = fused_idx[c, 12], fused_idx[c, 13], fused_idx[c, 14], fused_idx[c, 15]
+        q0aw, q0bw, q1aw, q1bw = fused_w[c, 0], fused_w[c, 1], fused_w[c, 2], fused_w[c, 3]
+        q2aw, q2bw, q3aw, q3bw = fused_w[c, 4], fused_w[c, 5], fused_w[c, 6], fused_w[c, 7]
+    root0 = root1 = math.inf  # the tail heaps' roots
+    lt0 = lt1 = lt2 = lt3 = False  # A < B at the previous bar
+    f_le = f_lx = f_se = f_sx = False
 
     # per-block sums, kept in registers and stored once per block
     n_blocks = iopts[I_N_BLOCKS]
@@ -194,6 +213,47 @@ def simulate_column(
             while t >= blk_end and blk < n_blocks - 1:
                 blk += 1
                 blk_end = ((blk + 1) * n_bars) // n_blocks
+        if fused:
+            f_le = False
+            if q0ai >= 0:
+                a = fused_bank[q0ai, t, s]
+                if q0aj >= 0:
+                    a = a + q0aw * fused_bank[q0aj, t, s]
+                b = fused_bank[q0bi, t, s]
+                if q0bj >= 0:
+                    b = b + q0bw * fused_bank[q0bj, t, s]
+                f_le = a > b and lt0
+                lt0 = a < b
+            f_lx = False
+            if q1ai >= 0:
+                a = fused_bank[q1ai, t, s]
+                if q1aj >= 0:
+                    a = a + q1aw * fused_bank[q1aj, t, s]
+                b = fused_bank[q1bi, t, s]
+                if q1bj >= 0:
+                    b = b + q1bw * fused_bank[q1bj, t, s]
+                f_lx = a > b and lt1
+                lt1 = a < b
+            f_se = False
+            if q2ai >= 0:
+                a = fused_bank[q2ai, t, s]
+                if q2aj >= 0:
+                    a = a + q2aw * fused_bank[q2aj, t, s]
+                b = fused_bank[q2bi, t, s]
+                if q2bj >= 0:
+                    b = b + q2bw * fused_bank[q2bj, t, s]
+                f_se = a > b and lt2
+                lt2 = a < b
+            f_sx = False
+            if q3ai >= 0:
+                a = fused_bank[q3ai, t, s]
+                if q3aj >= 0:
+                    a = a + q3aw * fused_bank[q3aj, t, s]
+                b = fused_bank[q3bi, t, s]
+                if q3bj >= 0:
+                    b = b + q3bw * fused_bank[q3bj, t, s]
+                f_sx = a > b and lt3
+                lt3 = a < b
         o = open_[t, s]
         h = high[t, s]
         lo = low[t, s]
@@ -258,10 +318,17 @@ def simulate_column(
                             elif lo < extreme:
                                 extreme = lo
                 else:
-                    le = use_long and entries[t, c] and not exits[t, c]
-                    lx = use_long and exits[t, c] and not entries[t, c]
-                    se = use_short and short_entries[t, c] and not short_exits[t, c]
-                    sx = use_short and short_exits[t, c] and not short_entries[t, c]
+                    if fused:
+                        s_le, s_lx, s_se, s_sx = f_le, f_lx, f_se, f_sx
+                    else:
+                        s_le = use_long and entries[t, c]
+                        s_lx = use_long and exits[t, c]
+                        s_se = use_short and short_entries[t, c]
+                        s_sx = use_short and short_exits[t, c]
+                    le = use_long and s_le and not s_lx
+                    lx = use_long and s_lx and not s_le
+                    se = use_short and s_se and not s_sx
+                    sx = use_short and s_sx and not s_se
                     if le and se:
                         le = False
                         se = False
@@ -394,11 +461,14 @@ def simulate_column(
             exposure += 1
         if want_returns:
             returns_out[t, c] = r
-        if n_tail > 0:
+        if n_tail > 0 and (n_ret <= n_tail or r < root0 or -r < root1):
             # side 0 keeps the n_tail smallest r, side 1 the n_tail smallest -r (the largest r), each a
-            # max-heap: fill, then a value below the root replaces it and sifts down
+            # max-heap: fill, then a value below the root replaces it and sifts down (the roots are
+            # kept in registers: most bars touch no heap)
             for side in range(2):
                 v = r if side == 0 else -r
+                if n_ret > n_tail and not v < (root0 if side == 0 else root1):
+                    continue
                 if n_ret <= n_tail:
                     i = n_ret - 1
                     while i > 0:
@@ -409,7 +479,7 @@ def simulate_column(
                         else:
                             break
                     tails_out[c, side, i] = v
-                elif v < tails_out[c, side, 0]:
+                else:
                     i = 0
                     while True:
                         j = 2 * i + 1
@@ -423,6 +493,8 @@ def simulate_column(
                         else:
                             break
                     tails_out[c, side, i] = v
+            root0 = tails_out[c, 0, 0]
+            root1 = tails_out[c, 1, 0]
         if n_blocks > 0:
             r2 = r * r
             b_n += 1.0

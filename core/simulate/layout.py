@@ -26,7 +26,13 @@ I_WANT_RETURNS = 4  # 1 = write per-bar returns into returns_out[:, c]
 I_RECORD = 5        # 1 = write equity_out[:, c] and trade records
 I_N_BLOCKS = 6      # B > 0 = write per-block sums into blocks_out[c, b, :]; 0 = off
 I_N_TAIL = 7        # m > 0 = keep the m smallest and m largest returns in tails_out[c, 0|1, :]; 0 = off
-N_IOPTS = 8
+I_FUSED = 8         # 1 = signals from crossings of lines (fused_bank, fused_idx, fused_w), not the bool arrays
+N_IOPTS = 9
+
+# --- the fused signal form: per column, 4 signals (entry, exit, short entry, short exit), each
+# "A crosses above B", an operand = bank[i] + w·bank[j] (j = -1: bank[i] alone); i = -1: never
+FUSED_N_IDX = 16    # fused_idx[c, 4q + (0: A.i, 1: A.j, 2: B.i, 3: B.j)]
+FUSED_N_W = 8       # fused_w[c, 2q + (0: A.w, 1: B.w)]
 
 FILL_CLOSE = 0
 FILL_NEXT_OPEN = 1

@@ -30,6 +30,7 @@ from .layout import (
     I_DIRECTION,
     I_FILL,
     I_FRACTIONAL,
+    I_FUSED,
     I_N_BLOCKS,
     I_N_TAIL,
     I_RECORD,
@@ -68,6 +69,7 @@ class SimOptions:
     record: bool = False         # write equity_out and trade records
     n_blocks: int = 0            # B > 0: per-block sums into blocks_out (C, B, N_BLOCK_ACC); 0 = off
     n_tail: int = 0              # m > 0: the m smallest / largest returns into tails_out (C, 2, m); 0 = off
+    fused: bool = False          # signals from the fused line crossings instead of the bool arrays
 
     def __post_init__(self) -> None:
         for name, choices in (("fill", FILLS), ("direction", DIRECTIONS), ("size_type", SIZE_TYPES)):
@@ -96,4 +98,5 @@ class SimOptions:
         iopts[I_RECORD] = int(bool(self.record))
         iopts[I_N_BLOCKS] = int(self.n_blocks)
         iopts[I_N_TAIL] = int(self.n_tail)
+        iopts[I_FUSED] = int(bool(self.fused))
         return fopts, iopts

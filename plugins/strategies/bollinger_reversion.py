@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...core import indicators
+from ...core.fused import FusedLines, FusedSignals
 from ...core.strategy import Param, SignalContext, Signals, Strategy, crossed_above, crossed_below
 from ..hookspecs import hookimpl
 
@@ -33,6 +34,19 @@ def signals(ctx: SignalContext) -> Signals:
     )
 
 
+def fused(ctx: SignalContext) -> FusedSignals:
+    """The same signals as crossings the sweep kernel computes in its loop (core/fused.py): the bands
+    ``mid ± k·σ`` as ``mid + (±k)·σ`` per combination, the same float arithmetic as above."""
+    xp = ctx.xp
+    lines = FusedLines(ctx)
+    mid = lines.per_combo("sma", lambda window: indicators.sma(xp, ctx.close, window), "window")
+    sd = lines.per_combo("std", lambda window: indicators.rolling_std(xp, ctx.close, window), "window")
+    k = np.asarray(ctx.params["k"], dtype=np.float64)
+    lower, upper, close = lines.affine(mid, -k, sd), lines.affine(mid, k, sd), lines.close
+    # crossed_below(close, lower) = crossed_above(lower, close), and so on
+    return lines.signals((lower, close), (close, mid), (close, upper), (mid, close), order=ctx.order)
+
+
 STRATEGY = Strategy(
     name="bollinger_reversion",
     description="Bollinger-band mean reversion: long when the close crosses below the lower band "
@@ -43,6 +57,7 @@ STRATEGY = Strategy(
         Param("k", float, 2.0, min=0.1, max=10.0, description="band width in standard deviations"),
     ),
     signals=signals,
+    fused=fused,
     tags=("mean-reversion", "bands"),
 )
 

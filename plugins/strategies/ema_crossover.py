@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core import indicators
+from ...core.fused import FusedLines, FusedSignals
 from ...core.strategy import Param, SignalContext, Signals, Strategy, crossings
 from ..hookspecs import hookimpl
 
@@ -21,6 +22,14 @@ def signals(ctx: SignalContext) -> Signals:
     return Signals(entries=up, exits=down, short_entries=down, short_exits=up)
 
 
+def fused(ctx: SignalContext) -> FusedSignals:
+    """The same signals as crossings the sweep kernel computes in its loop (core/fused.py)."""
+    lines = FusedLines(ctx)
+    fast = lines.per_combo("ema", lambda span: indicators.ema(ctx.xp, ctx.close, span), "fast")
+    slow = lines.per_combo("ema", lambda span: indicators.ema(ctx.xp, ctx.close, span), "slow")
+    return lines.signals((fast, slow), (slow, fast), (slow, fast), (fast, slow), order=ctx.order)
+
+
 STRATEGY = Strategy(
     name="ema_crossover",
     description="Exponential moving-average crossover: long when the fast EMA of the close crosses above "
@@ -31,6 +40,7 @@ STRATEGY = Strategy(
         Param("slow", int, 26, min=2, max=10_000, description="slow EMA span (bars)"),
     ),
     signals=signals,
+    fused=fused,
     constraint=lambda p: p["fast"] < p["slow"],
     constraint_text="fast < slow",
     tags=("trend", "crossover"),

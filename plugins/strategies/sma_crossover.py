@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...core import indicators
+from ...core.fused import FusedLines, FusedSignals
 from ...core.strategy import Param, SignalContext, Signals, Strategy, crossings
 from ..hookspecs import hookimpl
 
@@ -20,6 +21,14 @@ def signals(ctx: SignalContext) -> Signals:
     return Signals(entries=up, exits=down, short_entries=down, short_exits=up)
 
 
+def fused(ctx: SignalContext) -> FusedSignals:
+    """The same signals as crossings the sweep kernel computes in its loop (core/fused.py)."""
+    lines = FusedLines(ctx)
+    fast = lines.per_combo("sma", lambda window: indicators.sma(ctx.xp, ctx.close, window), "fast")
+    slow = lines.per_combo("sma", lambda window: indicators.sma(ctx.xp, ctx.close, window), "slow")
+    return lines.signals((fast, slow), (slow, fast), (slow, fast), (fast, slow), order=ctx.order)
+
+
 STRATEGY = Strategy(
     name="sma_crossover",
     description="Simple moving-average crossover: long when the fast SMA of the close crosses above "
@@ -29,6 +38,7 @@ STRATEGY = Strategy(
         Param("slow", int, 50, min=2, max=10_000, description="slow SMA window (bars)"),
     ),
     signals=signals,
+    fused=fused,
     constraint=lambda p: p["fast"] < p["slow"],
     constraint_text="fast < slow",
 )

@@ -117,3 +117,17 @@ def test_cuda_portfolio_engine_equals_cpu_in_chunks() -> None:
     for a, b in zip(gpu.details, cpu.details, strict=True):
         assert a["column"] == b["column"] and a["orders"] == b["orders"] and a["holdings"] == b["holdings"]
         np.testing.assert_allclose(a["equity"]["value"], b["equity"]["value"], rtol=1e-12)
+
+
+def test_cuda_fused_form_equals_array_form() -> None:
+    data = frame()
+    for strategy, params in (("sma_crossover", {"fast": [3, 5], "slow": [8, 12]}),
+                             ("bollinger_reversion", {"window": [4, 8], "k": [0.5, 1.5]})):
+        spec = {**SPEC, "strategy": strategy, "params": params}
+        tables = []
+        for fused in (True, False):
+            settings = Settings(fused_signals=fused)
+            be = select_backend(settings, "cuda")
+            tables.append(Engine(settings, be, default_registry()).run(spec, data).table
+                          .sort_values("column").reset_index(drop=True))
+        pd.testing.assert_frame_equal(tables[0], tables[1])
