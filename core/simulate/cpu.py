@@ -27,7 +27,7 @@ def _simulate_all(
         _column(  # np.int64: the same signature at typing and in the parallel loop (one compile, not two)
             np.int64(c), open_, high, low, close, sym, entries, exits, short_entries, short_exits,
             fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
-    fused_bank, fused_idx, fused_w,
+            fused_bank, fused_idx, fused_w,
         )
 
 
@@ -60,6 +60,8 @@ SIGNATURE = (
     _array(_F8, 3), _array(_I8, 1),                # trades_out, ntrades_out
     _array(_F8, 3),                                # blocks_out
     _array(_F8, 3),                                # tails_out
+    _array(_F8, 3, True),                          # fused_bank (L, T, S)
+    _array(_I8, 2, True), _array(_F8, 2, True),    # fused_idx, fused_w
 )
 _COMPILE_LOCK = threading.Lock()
 
@@ -114,6 +116,8 @@ def simulate(
     entries, exits, short_entries, short_exits = (np.asarray(a, dtype=b1)
                                                   for a in (entries, exits, short_entries, short_exits))
     sym, fopts, iopts = np.asarray(sym, dtype=np.int64), np.asarray(fopts, dtype=f8), np.asarray(iopts, dtype=np.int64)
+    fused_bank, fused_idx, fused_w = (np.asarray(fused_bank, dtype=f8), np.asarray(fused_idx, dtype=np.int64),
+                                      np.asarray(fused_w, dtype=f8))
     kernel = _kernel()
     # One parallel launch at a time per process: prange already uses every core, and numba's
     # workqueue threading layer (used when neither OpenMP nor TBB is available) is not safe for
@@ -122,7 +126,7 @@ def simulate(
         kernel(
             open_, high, low, close, sym, entries, exits, short_entries, short_exits,
             fopts, iopts, acc, returns_out, equity_out, trades_out, ntrades_out, blocks_out, tails_out,
-    fused_bank, fused_idx, fused_w,
+            fused_bank, fused_idx, fused_w,
         )
     return acc
 
