@@ -27,7 +27,6 @@ from ..core.warmup import HELPER_ORDER
 log = logging.getLogger(__name__)
 
 
-
 class ServerWarmup:
     """One server's warm-up: the helper process, the workers' plugin, the "done" log line."""
 
@@ -109,5 +108,5 @@ class ServerWarmup:
                 await asyncio.wait_for(self.proc.wait(), 5)
         if self.task is not None and not self.task.done():
             self.task.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
