@@ -331,6 +331,59 @@ def key_to_sharpe(key: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(key), np.sign(key) * np.sqrt(np.abs(key)), key)
 
 
+# ---------------------------------------------------------------- small partitions: numpy, no compile
+SMALL_EVALS = 1 << 22  # (columns × splits) up to which a partition runs the passes in numpy (no JIT wait)
+
+
+def _np_subset_sums(x: np.ndarray, lo: int, h: int) -> np.ndarray:
+    """`_subset_sums` for every row of ``x`` (C, S) at once: (C, 2^h), the same additions in the same order."""
+    out = np.zeros((x.shape[0], 1 << h))
+    for m in range(1, 1 << h):
+        low = m & (-m)
+        out[:, m] = out[:, m & (m - 1)] + x[:, lo + low.bit_length() - 1]
+    return out
+
+
+@lru_cache(maxsize=8)
+def _split_ab(n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per split (kernel order) its A-half mask and B-half mask."""
+    lay = split_layout(n_blocks)
+    a_of, b_of = [], []
+    for k in range(len(lay["a_off"]) - 1):
+        for ia in range(lay["a_off"][k], lay["a_off"][k + 1]):
+            for ib in range(lay["b_off"][k], lay["b_off"][k + 1]):
+                a_of.append(lay["a_masks"][ia])
+                b_of.append(lay["b_masks"][ib])
+    return np.array(a_of, dtype=np.int64), np.array(b_of, dtype=np.int64)
+
+
+def _np_lhs_var(s1: np.ndarray, s2: np.ndarray, inv_n: np.ndarray, inv_nm1: np.ndarray,
+                rf: float) -> tuple[np.ndarray, np.ndarray]:
+    """(C, splits) ``d·|d|`` and ``var`` of every split's IS set, with the compiled passes' arithmetic."""
+    h = s1.shape[1] // 2
+    a_of, b_of = _split_ab(s1.shape[1])
+    x1 = _np_subset_sums(s1, 0, h)[:, a_of] + _np_subset_sums(s1, h, h)[:, b_of]
+    mean = x1 * inv_n
+    var = (_np_subset_sums(s2, 0, h)[:, a_of] + _np_subset_sums(s2, h, h)[:, b_of] - x1 * mean) * inv_nm1
+    d = mean - rf
+    return d * np.abs(d), var
+
+
+def _np_keys(lhs: np.ndarray, var: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 0.0, lhs / np.where(var > 0.0, var, 1.0), -math.inf)
+
+
+def _small(n_cols: int, n_splits: int) -> bool:
+    return n_cols * n_splits <= SMALL_EVALS
+
+
+def runs_compiled(n_cols: int, n_blocks: int) -> bool:
+    """Whether a partition of ``n_cols`` columns and ``n_blocks`` blocks runs the compiled passes
+    (else numpy, bit-for-bit the same results: tests/test_overfitting.py)."""
+    return not _small(n_cols, math.comb(n_blocks, n_blocks // 2))
+
+
 def cscv_best(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, risk_free: float = 0.0) -> dict[str, Any]:
     """Pass 1 on one partition: ``sums`` (C, S, 2) of Σr and Σr² per block, ``block_n`` (S,) returns per block.
 
@@ -339,6 +392,12 @@ def cscv_best(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, risk_f
     s1, s2, lay, inv_n, inv_nm1 = _prep(sums, block_n)
     ids = np.asarray(columns, dtype=np.int64)
     n_cols = s1.shape[0]
+    if _small(n_cols, inv_n.shape[0]):  # a small sweep waits for no compiler (the first job after install)
+        keys = _np_keys(*_np_lhs_var(s1, s2, inv_n, inv_nm1, float(risk_free)))  # (C, splits)
+        local = np.argmax(keys, axis=0)  # the first of equal keys: the lowest column
+        # its OOS key: its key over the IS set of the complement split
+        return {"key": keys[local, np.arange(keys.shape[1])], "oos_key": keys[local, lay["comp"]],
+                "column": ids[local]}
     best, col = _pass1(s1, s2, inv_n, inv_nm1, *_args(lay), float(risk_free), _chunks(n_cols))
     pick = np.argmax(best, axis=0)  # first chunk among equals: the lowest column
     idx = np.arange(best.shape[1])
@@ -368,6 +427,16 @@ def cscv_count(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, best:
     pos = {int(c): j for j, c in enumerate(ids)}
     own = np.array([pos.get(int(c), -1) for c in best["column"][comp]], dtype=np.int64)
     rf = float(risk_free)
+    if _small(s1.shape[0], inv_n.shape[0]):
+        lhs, var = _np_lhs_var(s1, s2, inv_n, inv_nm1, rf)
+        pos_ = var > 0.0
+        lhs = np.where(pos_, lhs, -1.0)
+        rhs = np.where(pos_, thr * var, thr_fin)
+        lt, eq = lhs < rhs, lhs == rhs
+        mine = own >= 0  # the chosen column itself is not counted
+        lt[own[mine], np.flatnonzero(mine)] = False
+        eq[own[mine], np.flatnonzero(mine)] = False
+        return {"n_less": lt.sum(axis=0)[comp], "n_equal": eq.sum(axis=0)[comp], "n_columns": np.int64(len(ids))}
     own_lt = _own_cmp(s1, s2, own, thr, thr_fin, inv_n, inv_nm1, *_args(lay), rf)
     less, equal = _pass2(s1, s2, thr, thr_fin, own, own_lt, inv_n, inv_nm1, *_args(lay), rf, _chunks(s1.shape[0]))
     return {"n_less": less.sum(axis=0)[comp], "n_equal": equal.sum(axis=0)[comp], "n_columns": np.int64(len(ids))}

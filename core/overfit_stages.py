@@ -17,6 +17,7 @@ and on the worker that holds its output:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -56,7 +57,7 @@ def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
                            "n_blocks": int(out.blocks.shape[1]),
                            "corr": of.correlation_sums(out.blocks[:, :, 0], out.block_n)}
     if _cscv_ok(out):
-        with _FIRST_PASS1:
+        with _FIRST_PASS1 if cf.runs_compiled(*out.blocks.shape[:2]) else contextlib.nullcontext():
             res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
     return res
 
@@ -81,7 +82,7 @@ def pass2(out: Any, merged: dict[str, Any] | None, best_column: int | None, risk
         return None
     res: dict[str, Any] = {"best_totals": None}
     if "best" in merged and _cscv_ok(out):
-        with _FIRST_PASS2:
+        with _FIRST_PASS2 if cf.runs_compiled(*out.blocks.shape[:2]) else contextlib.nullcontext():
             res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free)
     if best_column is not None:
         local = int(best_column) - int(out.column_start)

@@ -183,3 +183,30 @@ def test_effective_trials_between_one_and_n():
     assert 1.0 <= of.effective_trials(200, rho) < 3.0
     assert of.effective_trials(200, -0.5) == 200.0  # kept within [1, N]
     assert math.isnan(of.mean_pairwise_correlation({"z_sum": np.zeros(4), "z_n": 1}))
+
+
+@pytest.mark.parametrize("seed,n_cols,n_blocks", [(0, 40, 16), (1, 23, 8), (2, 50, 10)])
+def test_small_partitions_in_numpy_equal_the_compiled_passes(seed, n_cols, n_blocks, monkeypatch):
+    # a small sweep runs the passes in numpy (no compile to wait for): bit-for-bit the compiled results
+    from gpu_backtest.core import cscv_fast as cf
+
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 0.01, size=(400, n_cols)) + rng.normal(0, 0.001, size=n_cols)
+    r[:, 5] = r[:, 2]  # exact ties
+    r[:, 9] = 0.0  # undefined
+    r[:200, 11] = 0.0
+    blocks = of.block_sums_from_returns(r, n_blocks)
+    sums, bn = blocks[:, :, 1:3], blocks[0, :, 0]
+    parts = [(0, 4), (4, 13), (13, n_cols)]
+    got = []
+    for small in (True, False):
+        monkeypatch.setattr(cf, "SMALL_EVALS", 1 << 40 if small else 0)
+        assert cf.runs_compiled(n_cols, n_blocks) is not small
+        best = cf.merge_best([cf.cscv_best(sums[a:b], bn, np.arange(a, b), 1e-4) for a, b in parts])
+        counts = of.merge_counts([cf.cscv_count(sums[a:b], bn, np.arange(a, b), best, 1e-4) for a, b in parts])
+        got.append((best, counts))
+    (b1, c1), (b2, c2) = got
+    for k in b1:
+        np.testing.assert_array_equal(b1[k], b2[k])
+    for k in c1:
+        np.testing.assert_array_equal(c1[k], c2[k])
