@@ -384,15 +384,18 @@ def runs_compiled(n_cols: int, n_blocks: int) -> bool:
     return not _small(n_cols, math.comb(n_blocks, n_blocks // 2))
 
 
-def cscv_best(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, risk_free: float = 0.0) -> dict[str, Any]:
+def cscv_best(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, risk_free: float = 0.0,
+              compiled: bool | None = None) -> dict[str, Any]:
     """Pass 1 on one partition: ``sums`` (C, S, 2) of Σr and Σr² per block, ``block_n`` (S,) returns per block.
+    ``compiled``: the numba pass (True), numpy (False) or by size (None, `runs_compiled`).
 
     Returns per split (kernel order) the best IS column's ``key``, its ``oos_key`` and global ``column``.
     """
     s1, s2, lay, inv_n, inv_nm1 = _prep(sums, block_n)
     ids = np.asarray(columns, dtype=np.int64)
     n_cols = s1.shape[0]
-    if _small(n_cols, inv_n.shape[0]):  # a small sweep waits for no compiler (the first job after install)
+    if not (compiled if compiled is not None else not _small(n_cols, inv_n.shape[0])):
+        # a small sweep waits for no compiler (the first job after install)
         keys = _np_keys(*_np_lhs_var(s1, s2, inv_n, inv_nm1, float(risk_free)))  # (C, splits)
         local = np.argmax(keys, axis=0)  # the first of equal keys: the lowest column
         # its OOS key: its key over the IS set of the complement split
@@ -417,7 +420,7 @@ def merge_best(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cscv_count(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, best: dict[str, Any],
-               risk_free: float = 0.0) -> dict[str, Any]:
+               risk_free: float = 0.0, compiled: bool | None = None) -> dict[str, Any]:
     """Pass 2 on one partition: per split, its other columns whose OOS key is below / equal to the chosen one's."""
     s1, s2, lay, inv_n, inv_nm1 = _prep(sums, block_n)
     comp = lay["comp"]
@@ -427,7 +430,7 @@ def cscv_count(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, best:
     pos = {int(c): j for j, c in enumerate(ids)}
     own = np.array([pos.get(int(c), -1) for c in best["column"][comp]], dtype=np.int64)
     rf = float(risk_free)
-    if _small(s1.shape[0], inv_n.shape[0]):
+    if not (compiled if compiled is not None else not _small(s1.shape[0], inv_n.shape[0])):
         lhs, var = _np_lhs_var(s1, s2, inv_n, inv_nm1, rf)
         pos_ = var > 0.0
         lhs = np.where(pos_, lhs, -1.0)

@@ -46,8 +46,9 @@ def _cscv_ok(out: Any) -> bool:
     return out.blocks.shape[1] >= 2 and out.blocks.shape[1] % 2 == 0
 
 
-def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
-    """Pass 1 on one partition's output (None when it kept no block sums)."""
+def pass1(out: Any, risk_free: float, compiled: bool | None = None) -> dict[str, Any] | None:
+    """Pass 1 on one partition's output (None when it kept no block sums); ``compiled``: as
+    `cscv_fast.cscv_best` (None: numpy for a small partition, numba otherwise)."""
     if not _has(out):
         return None
     tot = out.totals
@@ -57,8 +58,10 @@ def pass1(out: Any, risk_free: float) -> dict[str, Any] | None:
                            "n_blocks": int(out.blocks.shape[1]),
                            "corr": of.correlation_sums(out.blocks[:, :, 0], out.block_n)}
     if _cscv_ok(out):
-        with _FIRST_PASS1 if cf.runs_compiled(*out.blocks.shape[:2]) else contextlib.nullcontext():
-            res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free)
+        if compiled is None:
+            compiled = cf.runs_compiled(*out.blocks.shape[:2])
+        with _FIRST_PASS1 if compiled else contextlib.nullcontext():
+            res["best"] = cf.cscv_best(out.blocks, out.block_n, _ids(out), risk_free, compiled)
     return res
 
 
@@ -76,14 +79,17 @@ def merge_pass1(*parts: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def pass2(out: Any, merged: dict[str, Any] | None, best_column: int | None, risk_free: float) -> dict[str, Any] | None:
+def pass2(out: Any, merged: dict[str, Any] | None, best_column: int | None, risk_free: float,
+          compiled: bool | None = None) -> dict[str, Any] | None:
     """Pass 2 on one partition's output: CSCV counts, and the best column's whole-run sums if here."""
     if not _has(out) or merged is None:
         return None
     res: dict[str, Any] = {"best_totals": None}
     if "best" in merged and _cscv_ok(out):
-        with _FIRST_PASS2 if cf.runs_compiled(*out.blocks.shape[:2]) else contextlib.nullcontext():
-            res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free)
+        if compiled is None:
+            compiled = cf.runs_compiled(*out.blocks.shape[:2])
+        with _FIRST_PASS2 if compiled else contextlib.nullcontext():
+            res["counts"] = cf.cscv_count(out.blocks, out.block_n, _ids(out), merged["best"], risk_free, compiled)
     if best_column is not None:
         local = int(best_column) - int(out.column_start)
         if 0 <= local < out.blocks.shape[0]:

@@ -56,8 +56,8 @@ def _cscv_passes() -> None:
     full = np.stack([np.full(r.shape[:2], 20.0), *(np.sum(r**p, axis=2) for p in (1, 2, 3, 4))], axis=2)
     out = SimpleNamespace(blocks=np.ascontiguousarray(full[:, :, 1:3]), block_n=full[0, :, 0].copy(),
                           totals=full.sum(axis=1), column_start=0)
-    merged = ofs.merge_pass1(ofs.pass1(out, 0.0))
-    ofs.pass2(out, merged, 0, 0.0)
+    merged = ofs.merge_pass1(ofs.pass1(out, 0.0, compiled=True))  # the numba passes, not the numpy path
+    ofs.pass2(out, merged, 0, 0.0, compiled=True)
 
 
 # part → what it runs: tiny jobs (spec, number of symbols) through Engine.run, or a function
