@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             names = list(spec()["params"])
             ours_tr = {(float(getattr(r, names[0])), float(getattr(r, names[1])), r.symbol): r.total_return
                        for r in table.itertuples()}
-            diffs = [abs(ours_tr[(float(key[0]), float(key[1]), key[-1])] - v)
+            diffs = [abs(ours_tr[(float(key[0]), float(key[-2]), key[-1])] - v)
                      for key, v in ref["total_return"].items()]
             print(f"  max |total_return difference| vs vectorbt: {max(diffs):.3g}")
         except (KeyError, TypeError, IndexError) as exc:
