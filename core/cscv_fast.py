@@ -6,8 +6,12 @@ building any (splits × columns) array. The S blocks are cut into halves A (bloc
 B (the rest); a split's in-sample set is a pair of bit masks (a, b) with popcount(a) +
 popcount(b) = S/2, and its sums are ``SA[a] + SB[b]`` from per-column tables of the 2^(S/2)
 subset sums of each half, so each (split, column) costs a few multiplications and additions.
-Splits are ordered by popcount(a), then a, then b, so the innermost loop runs over contiguous b;
-columns go in tiles of `TILE` so each split's per-split values are reused from L1.
+Splits are ordered by popcount(a), then a, then b. Columns go in tiles of `TILE`, laid out
+(subset, column-in-tile), and the innermost loop runs over a tile's columns for one split:
+branch-free compares and counts the compiler vectorises (SIMD lanes = columns); pass 1 takes a
+scalar look at a tile only when one of its columns beats the split's best. A partition small
+enough (columns × splits ≤ `SMALL_EVALS`) runs the same arithmetic in numpy instead — bit for
+bit the same results, and no compile to wait for (the first small job after an install).
 
 Columns are compared by the key ``d·|d| / var`` (``d = mean − rf``), which orders them like
 their Sharpe ratio ``d / √var`` without a square root, and in the loops as ``d·|d| ⋚ key·var``
