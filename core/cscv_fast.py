@@ -113,6 +113,13 @@ def _tile_sums(s1, s2, t0, tn, h, b_masks, sa1, sa2, gb1, gb2, tmp1, tmp2):  # p
                 gb2[j, q] = math.nan
 
 
+@njit(inline="always", cache=True)
+def _tile_buffers(h: int, nbm: int):  # pragma: no cover - compiled
+    """A tile's subset-sum tables (A half, B half in split order) and two scratch rows."""
+    return (np.empty((1 << h, TILE)), np.empty((1 << h, TILE)), np.empty((nbm, TILE)), np.empty((nbm, TILE)),
+            np.empty(1 << h), np.empty(1 << h))
+
+
 @njit(parallel=True, cache=True)
 def _pass1(s1, s2, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf, n_chunks):  # pragma: no cover
     n_cols = s1.shape[0]
@@ -124,12 +131,7 @@ def _pass1(s1, s2, inv_n, inv_nm1, a_masks, a_off, b_masks, b_off, grp_off, rf, 
     for ch in range(n_chunks):  # no defined key in a split: the chunk's first (lowest) column
         col[ch, :] = min(ch * step, max(n_cols - 1, 0))
     for ch in prange(n_chunks):
-        sa1 = np.empty((1 << h, TILE))
-        sa2 = np.empty((1 << h, TILE))
-        gb1 = np.empty((b_masks.shape[0], TILE))
-        gb2 = np.empty((b_masks.shape[0], TILE))
-        tmp1 = np.empty(1 << h)
-        tmp2 = np.empty(1 << h)
+        sa1, sa2, gb1, gb2, tmp1, tmp2 = _tile_buffers(h, b_masks.shape[0])
         brow = best[ch]
         crow = col[ch]
         hi = min(n_cols, (ch + 1) * step)
@@ -209,12 +211,7 @@ def _pass2(s1, s2, thr, thr_fin, own, own_lt, inv_n, inv_nm1, a_masks, a_off, b_
     equal = np.zeros((n_chunks, n_splits), dtype=np.int64)
     step = (n_cols + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        sa1 = np.empty((1 << h, TILE))
-        sa2 = np.empty((1 << h, TILE))
-        gb1 = np.empty((b_masks.shape[0], TILE))
-        gb2 = np.empty((b_masks.shape[0], TILE))
-        tmp1 = np.empty(1 << h)
-        tmp2 = np.empty(1 << h)
+        sa1, sa2, gb1, gb2, tmp1, tmp2 = _tile_buffers(h, b_masks.shape[0])
         lrow = less[ch]
         erow = equal[ch]
         lo = ch * step
@@ -438,7 +435,8 @@ def cscv_count(sums: np.ndarray, block_n: np.ndarray, columns: np.ndarray, best:
         lhs, var = _np_lhs_var(s1, s2, inv_n, inv_nm1, rf)
         pos_ = var > 0.0
         lhs = np.where(pos_, lhs, -1.0)
-        rhs = np.where(pos_, thr * var, thr_fin)
+        with np.errstate(invalid="ignore"):  # −inf × an undefined var: not used (pos_ is False there)
+            rhs = np.where(pos_, thr * var, thr_fin)
         lt, eq = lhs < rhs, lhs == rhs
         mine = own >= 0  # the chosen column itself is not counted
         lt[own[mine], np.flatnonzero(mine)] = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,17 @@ class StrategyError(GpuBacktestError):
         if len(text) > STRATEGY_MESSAGE_CHARS:
             text = text[:STRATEGY_MESSAGE_CHARS - 1] + "…"
         return cls(f"strategy {strategy!r} raised {text}", {"strategy": strategy, "exception": type(exc).__name__})
+
+
+def call_strategy(name: str, fn: Callable[[Any], Any], ctx: Any) -> Any:
+    """``fn(ctx)`` — a strategy's code, maybe a plugin's: what it raises is the job's
+    `StrategyError` (strategy_error), not ours; our own errors and MemoryError pass through."""
+    try:
+        return fn(ctx)
+    except (GpuBacktestError, MemoryError):
+        raise
+    except Exception as exc:
+        raise StrategyError.raised(name, exc) from None
 
 
 @dataclass
@@ -541,12 +552,7 @@ class Engine:
                cache: dict[Any, Any]) -> FusedSignals:
         """The strategy's fused form for one block (core/fused.py); a failure is the strategy's."""
         ctx = SignalContext(self.backend.xp, bars, params, cache, order="F" if self.backend.name == "cpu" else "C")
-        try:
-            fz = strategy.fused(ctx)
-        except (GpuBacktestError, MemoryError):
-            raise
-        except Exception as exc:
-            raise StrategyError.raised(strategy.name, exc) from None
+        fz = call_strategy(strategy.name, strategy.fused, ctx)
         if not isinstance(fz, FusedSignals):
             raise StrategyError(f"strategy {strategy.name!r}: fused returned {type(fz).__name__}, expected "
                                 "FusedSignals", {"strategy": strategy.name})
@@ -556,12 +562,7 @@ class Engine:
                  cache: dict[Any, Any], spec: BacktestSpec) -> Signals:
         xp = self.backend.xp
         ctx = SignalContext(xp, bars, params, cache, order="F" if self.backend.name == "cpu" else "C")
-        try:  # a plugin's code: its failure is the job's error (strategy_error), not ours
-            sig = strategy.signals(ctx)
-        except (GpuBacktestError, MemoryError):
-            raise
-        except Exception as exc:
-            raise StrategyError.raised(strategy.name, exc) from None
+        sig = call_strategy(strategy.name, strategy.signals, ctx)
         if not isinstance(sig, Signals):
             raise StrategyError(f"strategy {strategy.name!r} returned {type(sig).__name__}, expected Signals",
                                 {"strategy": strategy.name})

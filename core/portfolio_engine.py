@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import metrics as M
 from . import portfolio_rules as rules
-from .errors import GpuBacktestError, SpecError
+from .errors import SpecError
 from .jsonsafe import json_scalar
 from .panel import MarketPanel
 from .portfolio_strategy import PortfolioContext, PortfolioStrategy, Scores, TargetWeights
@@ -115,14 +115,9 @@ def kernel_options(spec: BacktestSpec, strategy: PortfolioStrategy) -> Portfolio
 
 def target_weights(xp: Any, strategy: PortfolioStrategy, spec: BacktestSpec, ctx: PortfolioContext) -> Any:
     """The block's target weights ``(R, S, K)`` (device array)."""
-    from .engine import StrategyError
+    from .engine import StrategyError, call_strategy
 
-    try:
-        out = strategy.weights(ctx)
-    except (GpuBacktestError, MemoryError):
-        raise
-    except Exception as exc:
-        raise StrategyError.raised(strategy.name, exc) from None
+    out = call_strategy(strategy.name, strategy.weights, ctx)
     shape = (ctx.n_rows, ctx.n_symbols, ctx.n_combos)
     if isinstance(out, TargetWeights):
         w = xp.asarray(out.values, dtype=xp.float64)

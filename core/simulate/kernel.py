@@ -176,19 +176,8 @@ def simulate_column(
 
     n_tail = iopts[I_N_TAIL]
     fused = iopts[I_FUSED] != 0
-    # the fused form's per-column operands, in scalars (nothing is allocated here)
-    q0ai = q0aj = q0bi = q0bj = q1ai = q1aj = q1bi = q1bj = -1
-    q2ai = q2aj = q2bi = q2bj = q3ai = q3aj = q3bi = q3bj = -1
-    q0aw = q0bw = q1aw = q1bw = q2aw = q2bw = q3aw = q3bw = 0.0
-    if fused:
-        q0ai, q0aj, q0bi, q0bj = fused_idx[c, 0], fused_idx[c, 1], fused_idx[c, 2], fused_idx[c, 3]
-        q1ai, q1aj, q1bi, q1bj = fused_idx[c, 4], fused_idx[c, 5], fused_idx[c, 6], fused_idx[c, 7]
-        q2ai, q2aj, q2bi, q2bj = fused_idx[c, 8], fused_idx[c, 9], fused_idx[c, 10], fused_idx[c, 11]
-        q3ai, q3aj, q3bi, q3bj = fused_idx[c, 12], fused_idx[c, 13], fused_idx[c, 14], fused_idx[c, 15]
-        q0aw, q0bw, q1aw, q1bw = fused_w[c, 0], fused_w[c, 1], fused_w[c, 2], fused_w[c, 3]
-        q2aw, q2bw, q3aw, q3bw = fused_w[c, 4], fused_w[c, 5], fused_w[c, 6], fused_w[c, 7]
     root0 = root1 = math.inf  # the tail heaps' roots
-    lt0 = lt1 = lt2 = lt3 = False  # A < B at the previous bar
+    below = 0  # the fused form: bit q set when signal q's A < B at the previous bar
     f_le = f_lx = f_se = f_sx = False
 
     # per-block sums, kept in registers and stored once per block
@@ -213,47 +202,30 @@ def simulate_column(
             while t >= blk_end and blk < n_blocks - 1:
                 blk += 1
                 blk_end = ((blk + 1) * n_bars) // n_blocks
-        if fused:
-            f_le = False
-            if q0ai >= 0:
-                a = fused_bank[q0ai, t, s]
-                if q0aj >= 0:
-                    a = a + q0aw * fused_bank[q0aj, t, s]
-                b = fused_bank[q0bi, t, s]
-                if q0bj >= 0:
-                    b = b + q0bw * fused_bank[q0bj, t, s]
-                f_le = a > b and lt0
-                lt0 = a < b
-            f_lx = False
-            if q1ai >= 0:
-                a = fused_bank[q1ai, t, s]
-                if q1aj >= 0:
-                    a = a + q1aw * fused_bank[q1aj, t, s]
-                b = fused_bank[q1bi, t, s]
-                if q1bj >= 0:
-                    b = b + q1bw * fused_bank[q1bj, t, s]
-                f_lx = a > b and lt1
-                lt1 = a < b
-            f_se = False
-            if q2ai >= 0:
-                a = fused_bank[q2ai, t, s]
-                if q2aj >= 0:
-                    a = a + q2aw * fused_bank[q2aj, t, s]
-                b = fused_bank[q2bi, t, s]
-                if q2bj >= 0:
-                    b = b + q2bw * fused_bank[q2bj, t, s]
-                f_se = a > b and lt2
-                lt2 = a < b
-            f_sx = False
-            if q3ai >= 0:
-                a = fused_bank[q3ai, t, s]
-                if q3aj >= 0:
-                    a = a + q3aw * fused_bank[q3aj, t, s]
-                b = fused_bank[q3bi, t, s]
-                if q3bj >= 0:
-                    b = b + q3bw * fused_bank[q3bj, t, s]
-                f_sx = a > b and lt3
-                lt3 = a < b
+        if fused:  # signal q fires when A crosses above B (NaN compares false)
+            fired = 0
+            for q in range(4):
+                ia = fused_idx[c, 4 * q]
+                if ia < 0:
+                    continue
+                a = fused_bank[ia, t, s]
+                j = fused_idx[c, 4 * q + 1]
+                if j >= 0:
+                    a = a + fused_w[c, 2 * q] * fused_bank[j, t, s]
+                b = fused_bank[fused_idx[c, 4 * q + 2], t, s]
+                j = fused_idx[c, 4 * q + 3]
+                if j >= 0:
+                    b = b + fused_w[c, 2 * q + 1] * fused_bank[j, t, s]
+                if a > b and (below >> q) & 1:
+                    fired |= 1 << q
+                if a < b:
+                    below |= 1 << q
+                else:
+                    below &= ~(1 << q)
+            f_le = (fired & 1) != 0
+            f_lx = (fired & 2) != 0
+            f_se = (fired & 4) != 0
+            f_sx = (fired & 8) != 0
         o = open_[t, s]
         h = high[t, s]
         lo = low[t, s]
