@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None, *, cluster: bool | Any = True,
         jobs = JobManager(settings, store, engine, executor_factory, on_job_event, strategies=app[K.STRATEGIES])
         app[K.JOBS] = jobs
         await jobs.start()
-        warm.attach(handle.client if handle is not None else None)
+        warm.attach(getattr(handle, "client", None))  # a stand-in cluster may have no client
         # warm the demo data in the background so a first backtest needs no generation
         from ..plugins.datasources.synthetic import DEMO_SYMBOLS
 
